@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite (pytest) plus lint, in .venv (made or reused). Extra args go to pytest.
+set -euo pipefail
+# shellcheck source=scripts/_venv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
+cd "$ROOT"
+ruff check .
+# pytest exits 5 when it collects nothing: that must fail here, never pass.
+python -m pytest "$@"
