@@ -1,0 +1,93 @@
+"""Loss-side entropy regulariser forms (SPEC §3, §4, §6). Pure torch, no verl import.
+
+Each returns the term ADDED to the policy-gradient loss (which is minimised), so a bonus that
+rewards entropy is negative: L = L_PG + term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ._validate import check_real
+
+__all__ = ["anchored_square", "bonus", "per_token_coefficient_bonus"]
+
+AggFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def anchored_square(h_bar: torch.Tensor, anchor: float | torch.Tensor, coef: float) -> torch.Tensor:
+    """SPEC §3 (SIREN): coef * (h_bar - anchor)^2, two-sided around the anchor H_0.
+
+    ``h_bar``: the aggregated (selected, nucleus) entropy of the micro-batch, a scalar tensor with
+    grad; ``anchor``: H_0, a python float or a tensor without grad (a constant, SPEC §3);
+    ``coef`` = beta in [0, inf).
+    """
+    coef = check_real("coef", coef, low=0.0)
+    _check_scalar("h_bar", h_bar)
+    if torch.is_tensor(anchor):
+        _check_scalar("anchor", anchor)
+        anchor = anchor.detach().to(device=h_bar.device, dtype=h_bar.dtype)
+    else:
+        anchor = check_real("anchor", anchor, low=0.0)
+    return coef * (h_bar - anchor) ** 2
+
+
+def bonus(h_agg: torch.Tensor, coef: float) -> torch.Tensor:
+    """SPEC §6 `naive` and the SIREN `without anchor` ablation (SPEC §3): -coef * h_agg.
+
+    ``h_agg``: aggregated entropy (scalar tensor with grad); ``coef`` in [0, inf).
+    """
+    coef = check_real("coef", coef, low=0.0)
+    _check_scalar("h_agg", h_agg)
+    return -coef * h_agg
+
+
+def per_token_coefficient_bonus(
+    entropy: torch.Tensor,
+    coef_per_sample: torch.Tensor,
+    response_mask: torch.Tensor,
+    agg_fn: AggFn,
+) -> torch.Tensor:
+    """SPEC §4 (AER) loss term: -agg(alpha[i,t] * H[i,t]) with alpha[i,t] = alpha_{q(i)}.
+
+    ``entropy``: per-token entropy [B, T] (with grad); ``coef_per_sample``: [B] (one coefficient per
+    response, from ``difficulty.per_sample_coefficients``, all >= 0) or [B, T]; ``response_mask``:
+    [B, T]; ``agg_fn(loss_mat, loss_mask) -> scalar``: the PG loss's own aggregation, e.g.
+    ``functools.partial(verl.trainer.ppo.core_algos.agg_loss, loss_agg_mode=mode, **global_batch_info)``
+    so micro-batch terms add up to the global-batch term exactly as the PG loss does.
+
+    Relation to SPEC §4's literal form ``-sum_q alpha_q * (token-mean of H over group q) / #groups``:
+    equal when
+      * ``token-mean`` and every group holds the same number of valid tokens (e.g. equal group sizes
+        and equal-length responses), or
+      * ``seq-mean-token-mean`` and all groups have the same size and, within each group, every
+        response has the same length (the group's mean of per-response means is then its token-mean);
+    different otherwise: ``token-mean`` weights a group by its token count (long-answer groups count
+    more), ``seq-mean-token-mean`` averages per-response means (short responses count more than
+    their tokens), ``seq-mean-token-sum`` sums over tokens per response (scale grows with length),
+    ``seq-mean-token-sum-norm`` divides that by the horizon (loss_scale_factor), and responses without
+    tokens drop out of verl's seq-mean denominators. SPEC §4 asks for the per-token form aggregated
+    with the PG agg mode, which is this function.
+    """
+    if entropy.shape != response_mask.shape:
+        raise ValueError(
+            f"entropy: shape {tuple(entropy.shape)} must equal response_mask's shape {tuple(response_mask.shape)}"
+        )
+    coef = coef_per_sample.to(device=entropy.device, dtype=entropy.dtype).detach()
+    if coef.dim() == 1 and entropy.dim() == 2 and coef.shape[0] == entropy.shape[0]:
+        coef = coef.unsqueeze(-1)
+    elif coef.shape != entropy.shape:
+        raise ValueError(
+            f"coef_per_sample: shape {tuple(coef_per_sample.shape)} must be [B]={entropy.shape[0]} "
+            f"or equal the entropy's shape {tuple(entropy.shape)}"
+        )
+    if coef.numel() and not bool(torch.isfinite(coef).all() and (coef >= 0).all()):
+        raise ValueError("coef_per_sample: every coefficient must be a finite number >= 0")
+    return -agg_fn(coef * entropy, response_mask)
+
+
+def _check_scalar(name: str, tensor: torch.Tensor) -> None:
+    if not torch.is_tensor(tensor) or tensor.numel() != 1:
+        raise ValueError(f"{name}: must be a scalar tensor (one element)")
