@@ -1,0 +1,245 @@
+# shellcheck shell=bash
+# Shared base of every recipe in this folder. Sourced by the method scripts, never run on its own.
+#
+# Read it top to bottom: (1) the knobs you set from the environment, (2) the paper setting every
+# method starts from (SPEC §3: SIREN's Dr.GRPO run on Qwen2.5-Math-7B), (3) `launch`, which turns
+# those variables plus the method's own overrides into one `python -m siren_verl.main ...` command.
+# A method script changes the variables of (2) that its paper changed, sets METHOD_OVERRIDES and
+# calls `launch <name> "$@"`. Every extra argument is passed to Hydra last, so it wins.
+
+# ---------------------------------------------------------------------------------------------
+# (1) Knobs from the environment
+# ---------------------------------------------------------------------------------------------
+MODEL_SIZE=${MODEL_SIZE:-7b}   # 7b | 1.5b (the 1.5B variant is for single-node trials)
+case "$MODEL_SIZE" in
+    7b)
+        MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-Math-7B}
+        ROLLOUT_TP=${ROLLOUT_TP:-1}            # 7B bf16 (~15 GB) fits one 80 GB GPU; 2 on 40 GB GPUs
+        GPU_MEM_UTIL=${GPU_MEM_UTIL:-0.7}      # vLLM's share of each GPU while it generates
+        TOKENS_PER_GPU_FACTOR=2                # actor micro-batch = 2 full-length sequences of tokens
+        ;;
+    1.5b)
+        MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-Math-1.5B}
+        ROLLOUT_TP=${ROLLOUT_TP:-1}
+        GPU_MEM_UTIL=${GPU_MEM_UTIL:-0.6}
+        TOKENS_PER_GPU_FACTOR=4
+        ;;
+    *)
+        echo "MODEL_SIZE=$MODEL_SIZE: must be 7b or 1.5b" >&2
+        exit 2
+        ;;
+esac
+NNODES=${NNODES:-1}                            # nodes of the Ray cluster this run uses
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+OFFLOAD=${OFFLOAD:-False}                      # True: FSDP parameter + optimizer offload to CPU
+DATA_DIR=${DATA_DIR:-$HOME/data/siren-verl}    # where `siren-verl prepare-data` wrote the parquet files
+CKPT_DIR=${CKPT_DIR:-$HOME/siren-verl/runs}    # a filesystem every node sees (checkpoints, metrics)
+PROJECT=${PROJECT:-siren-verl}
+PYTHON=${PYTHON:-python3}
+# Sequence lengths: set these two (not data.max_*_length) so that vLLM's max_model_len, the token
+# budgets per GPU and Dr.GRPO's normaliser follow. 1024 + 3072 = Qwen2.5-Math's whole 4096-token
+# window (max_position_embeddings); longer needs a context-extended model.
+MAX_PROMPT_LENGTH=${MAX_PROMPT_LENGTH:-1024}
+MAX_RESPONSE_LENGTH=${MAX_RESPONSE_LENGTH:-3072}
+# EXP_NAME (default: <method>-qwen2.5-math-<size>) and WANDB_API_KEY are read by `launch`.
+
+# Data files (`siren-verl prepare-data` writes DATA_DIR/<name>.parquet). TRAIN_FILES / VAL_FILES
+# (comma-separated paths) replace them outright.
+TRAIN_SET=openr1_math_46k      # the SIREN reference run's training set (Openr1-Math-46k-8192)
+VAL_SETS=(aime24 aime25 amc23 math500 olympiadbench minerva)   # SPEC §9 benchmarks
+
+# ---------------------------------------------------------------------------------------------
+# (2) The paper setting every method starts from: SPEC §3, SIREN's Dr.GRPO run
+# ---------------------------------------------------------------------------------------------
+ADV_ESTIMATOR=grpo
+NORM_ADV_BY_STD=False                  # Dr.GRPO: advantages r - mean(r), no division by std
+LOSS_AGG_MODE=seq-mean-token-sum-norm  # Dr.GRPO: token sums / a constant (max response length)
+CLIP_RATIO_LOW=0.2
+CLIP_RATIO_HIGH=0.28
+USE_KL_LOSS=False
+LR=1e-6
+LR_WARMUP_STEPS=5
+WEIGHT_DECAY=0.1
+TRAIN_BATCH_SIZE=128                   # prompts per step
+PPO_MINI_BATCH_SIZE=8                  # prompts per optimizer step (16 updates per step)
+ROLLOUT_N=8                            # responses per prompt
+TEMPERATURE=1.0                        # rollout sampling
+TOP_P=1.0
+VAL_TEMPERATURE=0.6                    # validation sampling (SPEC §3)
+VAL_TOP_P=0.7
+VAL_N=16                               # samples per validation problem (SIREN reference)
+VAL_DO_SAMPLE=True
+TOTAL_EPOCHS=2                         # SIREN reference: 2 epochs of 46k prompts, ~720 steps
+TEST_FREQ=10                           # validate every 10 steps (and once before training)
+SAVE_FREQ=50                           # checkpoint every 50 steps ...
+MAX_CKPT_TO_KEEP=3                     # ... keeping the newest 3 (one 7B checkpoint ~ 90 GB)
+METHOD_OVERRIDES=()                    # set by the method script
+
+# ---------------------------------------------------------------------------------------------
+# (3) launch <method-name> [--dry-run] [hydra overrides...]
+# ---------------------------------------------------------------------------------------------
+_hydra_list() {   # _hydra_list a b c -> ["a","b","c"] (a Hydra list of quoted strings)
+    local out="" item
+    for item in "$@"; do out+="${out:+,}\"$item\""; done
+    printf '[%s]' "$out"
+}
+
+_shell_quote() {   # quote one word for a copy-pasteable command line, only when it needs it
+    if [[ $1 =~ ^[A-Za-z0-9_./:=+,@%-]+$ ]]; then
+        printf '%s' "$1"
+    else
+        printf "'%s'" "${1//\'/\'\\\'\'}"
+    fi
+}
+
+_default_files() {   # the data files of this recipe, as "TRAIN<TAB>VAL1,VAL2,..."
+    local val=() name
+    for name in "${VAL_SETS[@]}"; do val+=("$DATA_DIR/$name.parquet"); done
+    local IFS=,
+    printf '%s\t%s' "$DATA_DIR/$TRAIN_SET.parquet" "${val[*]}"
+}
+
+launch() {
+    local method=$1
+    shift
+    local dry_run=0 arg
+    local user_overrides=()
+    for arg in "$@"; do
+        case "$arg" in
+            --dry-run) dry_run=1 ;;
+            -h | --help)
+                sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d; s/^# \{0,1\}//'
+                return 0
+                ;;
+            *) user_overrides+=("$arg") ;;
+        esac
+    done
+
+    local exp_name=${EXP_NAME:-$method-qwen2.5-math-$MODEL_SIZE}
+    local run_dir=$CKPT_DIR/$PROJECT/$exp_name
+    local defaults train_csv val_csv
+    defaults=$(_default_files)
+    train_csv=${TRAIN_FILES:-${defaults%%$'\t'*}}
+    val_csv=${VAL_FILES:-${defaults#*$'\t'}}
+    local train_files val_files
+    IFS=, read -r -a train_files <<<"$train_csv"
+    IFS=, read -r -a val_files <<<"$val_csv"
+
+    # console + verl's file logger (JSON lines: `siren-verl plot RUN_DIR` reads them) + wandb
+    # when a key is set. The file logger runs in verl's TaskRunner, a Ray actor: its path travels
+    # in the Ray runtime environment, not in this shell's environment.
+    local loggers=(console file)
+    if [[ -n ${WANDB_API_KEY:-} ]]; then loggers+=(wandb); fi
+
+    local max_len=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
+    local train_tokens_per_gpu=$((TOKENS_PER_GPU_FACTOR * max_len))
+    local infer_tokens_per_gpu=$((2 * train_tokens_per_gpu))
+
+    local overrides=(
+        # --- data (SPEC §9 reward, verl parquet from `siren-verl prepare-data`) ---
+        "data.train_files=$(_hydra_list "${train_files[@]}")"
+        "data.val_files=$(_hydra_list "${val_files[@]}")"
+        "data.train_batch_size=$TRAIN_BATCH_SIZE"
+        "data.max_prompt_length=$MAX_PROMPT_LENGTH"
+        "data.max_response_length=$MAX_RESPONSE_LENGTH"
+        data.filter_overlong_prompts=True
+        data.truncation=left
+        reward.custom_reward_function.path=pkg://siren_verl.reward
+        reward.custom_reward_function.name=compute_score
+
+        # --- algorithm: GRPO group advantages, no KL anywhere ---
+        "algorithm.adv_estimator=$ADV_ESTIMATOR"
+        "algorithm.norm_adv_by_std_in_grpo=$NORM_ADV_BY_STD"
+        algorithm.use_kl_in_reward=False
+
+        # --- model ---
+        "actor_rollout_ref.model.path=$MODEL_PATH"
+        actor_rollout_ref.model.use_remove_padding=True
+        actor_rollout_ref.model.enable_gradient_checkpointing=True
+
+        # --- actor: loss, optimiser, batch shape (FSDP) ---
+        "actor_rollout_ref.actor.loss_agg_mode=$LOSS_AGG_MODE"
+        "actor_rollout_ref.actor.clip_ratio_low=$CLIP_RATIO_LOW"
+        "actor_rollout_ref.actor.clip_ratio_high=$CLIP_RATIO_HIGH"
+        "actor_rollout_ref.actor.use_kl_loss=$USE_KL_LOSS"
+        actor_rollout_ref.actor.kl_loss_coef=0.0
+        actor_rollout_ref.actor.entropy_coeff=0
+        "actor_rollout_ref.actor.optim.lr=$LR"
+        "actor_rollout_ref.actor.optim.lr_warmup_steps=$LR_WARMUP_STEPS"
+        "actor_rollout_ref.actor.optim.weight_decay=$WEIGHT_DECAY"
+        actor_rollout_ref.actor.optim.lr_scheduler_type=constant
+        "actor_rollout_ref.actor.ppo_mini_batch_size=$PPO_MINI_BATCH_SIZE"
+        actor_rollout_ref.actor.ppo_epochs=1
+        actor_rollout_ref.actor.use_dynamic_bsz=True
+        "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$train_tokens_per_gpu"
+        actor_rollout_ref.actor.entropy_from_logits_with_chunking=True
+        "actor_rollout_ref.actor.fsdp_config.param_offload=$OFFLOAD"
+        "actor_rollout_ref.actor.fsdp_config.optimizer_offload=$OFFLOAD"
+
+        # --- rollout: vLLM, colocated with the actor ---
+        actor_rollout_ref.rollout.name=vllm
+        "actor_rollout_ref.rollout.n=$ROLLOUT_N"
+        "actor_rollout_ref.rollout.temperature=$TEMPERATURE"
+        "actor_rollout_ref.rollout.top_p=$TOP_P"
+        actor_rollout_ref.rollout.top_k=-1
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=$ROLLOUT_TP"
+        "actor_rollout_ref.rollout.gpu_memory_utilization=$GPU_MEM_UTIL"
+        "actor_rollout_ref.rollout.max_model_len=$max_len"
+        actor_rollout_ref.rollout.enable_chunked_prefill=True
+        actor_rollout_ref.rollout.max_num_batched_tokens=$((max_len > 8192 ? max_len : 8192))
+        actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=True
+        "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=$infer_tokens_per_gpu"
+        actor_rollout_ref.ref.log_prob_use_dynamic_bsz=True
+        "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=$infer_tokens_per_gpu"
+        # validation sampling
+        "actor_rollout_ref.rollout.val_kwargs.do_sample=$VAL_DO_SAMPLE"
+        "actor_rollout_ref.rollout.val_kwargs.temperature=$VAL_TEMPERATURE"
+        "actor_rollout_ref.rollout.val_kwargs.top_p=$VAL_TOP_P"
+        actor_rollout_ref.rollout.val_kwargs.top_k=-1
+        "actor_rollout_ref.rollout.val_kwargs.n=$VAL_N"
+
+        # --- trainer: cluster shape, logging, validation, checkpoints ---
+        "trainer.nnodes=$NNODES"
+        "trainer.n_gpus_per_node=$GPUS_PER_NODE"
+        "trainer.project_name=$PROJECT"
+        "trainer.experiment_name=$exp_name"
+        "trainer.logger=[$(IFS=,; echo "${loggers[*]}")]"
+        "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH=$run_dir/metrics.jsonl"
+        trainer.log_val_generations=10
+        "trainer.validation_data_dir=$run_dir/val_generations"
+        "trainer.total_epochs=$TOTAL_EPOCHS"
+        trainer.val_before_train=True
+        "trainer.test_freq=$TEST_FREQ"
+        "trainer.save_freq=$SAVE_FREQ"
+        "trainer.max_actor_ckpt_to_keep=$MAX_CKPT_TO_KEEP"
+        trainer.resume_mode=auto
+        "trainer.default_local_dir=$run_dir"
+        trainer.critic_warmup=0
+    )
+
+    if [[ $LOSS_AGG_MODE == seq-mean-token-sum-norm ]]; then
+        # Dr.GRPO divides each response's token sum by one constant, the maximum response length;
+        # left unset, verl divides by each micro-batch's padded width, which varies.
+        overrides+=("actor_rollout_ref.actor.loss_scale_factor=$MAX_RESPONSE_LENGTH")
+    fi
+
+    # verl's ray.init adds its own runtime environment (the file logger path above, its env
+    # vars); under `ray job submit` let it merge with the job's instead of failing on a shared key.
+    local env=(RAY_OVERRIDE_JOB_RUNTIME_ENV=1 HYDRA_FULL_ERROR=1)
+    local cmd=("$PYTHON" -m siren_verl.main "${overrides[@]}" "${METHOD_OVERRIDES[@]}" "${user_overrides[@]}")
+
+    if ((dry_run)); then   # the exact command, one Hydra override per line, ready to paste
+        printf '%s %s -m siren_verl.main' "${env[*]}" "$(_shell_quote "$PYTHON")"
+        for arg in "${cmd[@]:3}"; do printf ' \\\n    %s' "$(_shell_quote "$arg")"; done
+        printf '\n'
+        return 0
+    fi
+
+    mkdir -p "$run_dir"
+    # verl's file logger opens its file with "wb": keep the metrics of an earlier launch of this
+    # run (a resume) under a dated name instead of letting them be overwritten.
+    if [[ -s $run_dir/metrics.jsonl ]]; then
+        mv "$run_dir/metrics.jsonl" "$run_dir/metrics.until-$(date +%Y%m%d-%H%M%S).jsonl"
+    fi
+    exec env "${env[@]}" "${cmd[@]}"
+}

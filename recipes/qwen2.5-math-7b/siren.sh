@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# SIREN — selective entropy regularisation (SPEC §1–§3), Qwen2.5-Math-7B.
+#
+#   L = L_PG + β · (H̄ − H_0)²   with H̄ the nucleus (top-p) entropy of each response's peak-entropy
+#   tokens, and H_0 that same quantity measured once on the first rollout batch (the anchor).
+#
+# Paper setting: Dr.GRPO (no std normalisation, seq-mean-token-sum-norm), clip 0.2/0.28, no KL,
+# lr 1e-6 with 5 warm-up steps, weight decay 0.1, 128 prompts x 8 responses, mini-batch 8 prompts,
+# prompt/response 1024/3072, rollout temperature 1.0, validation temperature 0.6 / top-p 0.7;
+# top-p 0.8, peak quantile 0.8 (top ~20% tokens of each response), β = 0.005.
+#
+# Usage:
+#   NNODES=2 GPUS_PER_NODE=8 MODEL_PATH=/models/Qwen2.5-Math-7B DATA_DIR=/data CKPT_DIR=/ckpt \
+#     recipes/qwen2.5-math-7b/siren.sh [--dry-run] [hydra.key=value ...]
+#   MODEL_SIZE=1.5b ...   the Qwen2.5-Math-1.5B variant (single node)
+# Ablations (SPEC §3): entropy_control.top_p=1.0 entropy_control.boundary=inclusive (without top-p),
+#   entropy_control.peak_quantile=0 (without peak mask), entropy_control.anchor=none (without anchor).
+set -euo pipefail
+# shellcheck source=recipes/qwen2.5-math-7b/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+METHOD_OVERRIDES=(
+    entropy_control.method=siren
+    entropy_control.coef=0.005          # β
+    entropy_control.top_p=0.8           # nucleus p (SPEC §1)
+    entropy_control.boundary=exclusive  # the reference implementation's nucleus
+    entropy_control.peak_quantile=0.8   # per-response quantile q (SPEC §2)
+)
+
+launch siren "$@"
