@@ -1,0 +1,333 @@
+"""Scoring a samples file: avg@k, pass@k, maj@k and response diversity per benchmark (SPEC §9).
+
+`score_samples(records, ks)` -> a report dict (JSON-ready)::
+
+    {"format": "siren-verl-eval-scores/1", "ks": [1, 2, 4, ...],
+     "benchmarks": {"aime24": {"num_problems": 30, "n": 16, "metrics": {"avg@16": ..,
+                    "pass@1": .., "maj@16": .., "distinct_answers": .., ...}}, ...},
+     "average": {"num_benchmarks": 6, "metrics": {...}},   # unweighted mean over benchmarks
+     "problems": [{"uid", "data_source", "n", "num_correct", "distinct_answers", "maj": {...}}],
+     "judgements": ..., "judge_errors": ...}
+
+Answer extraction and equivalence default to `siren_verl.reward` (imported lazily); both can be
+injected (tests, other judges).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from siren_verl.eval.metrics import (
+    Equivalence,
+    avg_at_k,
+    cluster_answers,
+    distinct_ngram_ratio,
+    maj_at_k,
+    normalize_answer,
+    pass_at_k,
+)
+
+FORMAT = "siren-verl-eval-scores/1"
+Extractor = Callable[[str], "str | None"]
+DIVERSITY_NGRAMS = (1, 2, 4)
+
+
+def default_ks(n: int) -> list[int]:
+    """1, 2, 4, ... up to n, plus n itself."""
+    if n < 1:
+        raise ValueError(f"n={n}: must be >= 1")
+    ks = [2**i for i in range(int(math.log2(n)) + 1)]
+    if ks[-1] != n:
+        ks.append(n)
+    return ks
+
+
+def parse_ks(text: str) -> list[int]:
+    """ "1,4,16" -> [1, 4, 16] (sorted, unique)."""
+    try:
+        ks = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(f"--k={text!r}: must be a comma-separated list of positive integers") from None
+    if not ks or ks[0] < 1:
+        raise ValueError(f"--k={text!r}: must be a comma-separated list of positive integers")
+    return ks
+
+
+def reward_equivalence(timeout_s: float = 5.0) -> Equivalence:
+    """math-verify equivalence from `siren_verl.reward`, each judgement bounded by `timeout_s`."""
+    from siren_verl.reward import is_equivalent
+
+    def equivalent(pred: str, reference: str) -> bool:
+        return bool(is_equivalent(pred, reference, timeout_s=timeout_s))
+
+    return equivalent
+
+
+def reward_extractor(fallback: bool = True) -> Extractor:
+    """Last `\\boxed{...}` answer (with the reward module's fallback when `fallback`)."""
+    from siren_verl.reward import extract_answer
+
+    def extract(text: str) -> str | None:
+        return extract_answer(text, fallback=fallback)
+
+    return extract
+
+
+class _CountingJudge:
+    """Wraps an equivalence: counts calls; an exception counts as 'not equivalent' (SPEC §9:
+    a failed judgement scores as incorrect, never crashes)."""
+
+    def __init__(self, fn: Equivalence):
+        self.fn = fn
+        self.calls = 0
+        self.errors = 0
+
+    def __call__(self, pred: str, reference: str) -> bool:
+        self.calls += 1
+        try:
+            return bool(self.fn(pred, reference))
+        except Exception:
+            self.errors += 1
+            return False
+
+
+def score_problem(
+    responses: Sequence[str],
+    ground_truth: str,
+    ks: Sequence[int],
+    equivalent: Equivalence,
+    extract: Extractor,
+    finish_reasons: Sequence[str] | None = None,
+    num_tokens: Sequence[int] | None = None,
+) -> dict:
+    """Metrics of one problem: avg@k, pass@k, maj@k for each k, plus diversity numbers."""
+    n = len(responses)
+    answers = [extract(r) for r in responses]
+    clusters = cluster_answers(answers, ground_truth, equivalent)
+    correct = clusters.sample_correct
+    c = sum(correct)
+    metrics: dict[str, float] = {}
+    for k in ks:
+        metrics[f"avg@{k}"] = avg_at_k(correct, k)
+    for k in ks:
+        metrics[f"pass@{k}"] = pass_at_k(n, c, k)
+    for k in ks:
+        metrics[f"maj@{k}"] = maj_at_k(clusters, k)
+    answered = [a for a in answers if a is not None and a.strip()]
+    metrics["distinct_answers"] = float(len({cid for cid in clusters.cluster_of if cid is not None}))
+    metrics["distinct_answer_strings"] = float(len({normalize_answer(a) for a in answered}))
+    metrics["no_answer_rate"] = 1.0 - len(answered) / n
+    for g in DIVERSITY_NGRAMS:
+        metrics[f"distinct_{g}gram"] = distinct_ngram_ratio(responses, g)
+    if finish_reasons is not None:
+        metrics["truncation_rate"] = sum(f == "length" for f in finish_reasons) / n
+    if num_tokens is not None:
+        metrics["mean_response_tokens"] = sum(num_tokens) / n
+    return {
+        "n": n,
+        "num_correct": c,
+        "answers": answers,
+        "metrics": metrics,
+        "judgements": clusters.num_judgements,
+    }
+
+
+def _mean_dicts(dicts: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Key-wise mean over the keys every dict has (a quantity some lack is omitted)."""
+    if not dicts:
+        return {}
+    keys = [k for k in dicts[0] if all(k in d for d in dicts)]
+    return {k: sum(d[k] for d in dicts) / len(dicts) for k in keys}
+
+
+def load_records(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
+    from siren_verl.eval.samples_io import iter_records
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    return list(iter_records(paths))
+
+
+def score_samples(
+    records: Iterable[dict] | str | os.PathLike | Sequence[str | os.PathLike],
+    ks: Sequence[int] | None = None,
+    equivalent: Equivalence | None = None,
+    extract: Extractor | None = None,
+    timeout_s: float = 5.0,
+    progress: bool = False,
+    keep_problems: bool = True,
+) -> dict:
+    """Score samples (records, or samples JSONL path(s)) per benchmark (= data_source) and on
+    average over benchmarks (SPEC §9). `ks` defaults to 1, 2, 4, ... up to the smallest n.
+
+    `equivalent(pred, reference) -> bool` and `extract(text) -> str | None` default to
+    `siren_verl.reward.is_equivalent` (bounded by `timeout_s`) and `extract_answer`.
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(records, (str, os.PathLike)) or (
+        isinstance(records, Sequence) and records and isinstance(records[0], (str, os.PathLike))
+    ):
+        records = load_records(records)  # type: ignore[arg-type]
+    records = list(records)
+    if not records:
+        raise ValueError("no samples to score")
+    for rec in records:
+        if not rec.get("responses"):
+            raise ValueError(f"problem {rec.get('uid')!r} has no responses")
+    min_n = min(len(r["responses"]) for r in records)
+    if ks is None:
+        ks = default_ks(min_n)
+    ks = sorted({int(k) for k in ks})
+    if ks[0] < 1:
+        raise ValueError(f"k={ks[0]}: every k must be >= 1")
+    if ks[-1] > min_n:
+        short = next(r["uid"] for r in records if len(r["responses"]) == min_n)
+        raise ValueError(f"k={ks[-1]}: must be <= n={min_n} (problem {short!r} has only {min_n} samples)")
+    judge = _CountingJudge(equivalent if equivalent is not None else reward_equivalence(timeout_s))
+    extract = extract if extract is not None else reward_extractor()
+
+    per_bench: dict[str, list[dict]] = {}
+    problems_out = []
+    for rec in tqdm(records, desc="score", unit="problem", disable=not progress):
+        res = score_problem(
+            rec["responses"],
+            str(rec["ground_truth"]),
+            ks,
+            judge,
+            extract,
+            rec.get("finish_reasons"),
+            rec.get("num_tokens"),
+        )
+        per_bench.setdefault(str(rec["data_source"]), []).append(res)
+        if keep_problems:
+            problems_out.append(
+                {
+                    "uid": rec["uid"],
+                    "data_source": rec["data_source"],
+                    "n": res["n"],
+                    "num_correct": res["num_correct"],
+                    "distinct_answers": int(res["metrics"]["distinct_answers"]),
+                    "maj": {str(k): res["metrics"][f"maj@{k}"] for k in ks},
+                }
+            )
+
+    benchmarks = {}
+    for ds, results in per_bench.items():
+        ns = sorted({r["n"] for r in results})
+        benchmarks[ds] = {
+            "num_problems": len(results),
+            "n": ns[0] if len(ns) == 1 else ns,
+            "metrics": _mean_dicts([r["metrics"] for r in results]),
+        }
+    report = {
+        "format": FORMAT,
+        "ks": ks,
+        "benchmarks": benchmarks,
+        "average": {
+            "num_benchmarks": len(benchmarks),
+            "num_problems": sum(b["num_problems"] for b in benchmarks.values()),
+            "metrics": _mean_dicts([b["metrics"] for b in benchmarks.values()]),
+        },
+        "judgements": judge.calls,
+        "judge_errors": judge.errors,
+    }
+    if keep_problems:
+        report["problems"] = problems_out
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _n_of(report: dict) -> int:
+    return max(report["ks"])
+
+
+def markdown_tables(report: dict) -> str:
+    """Accuracy table (percent) and diversity table, one row per benchmark plus the average."""
+    ks = report["ks"]
+    kmax = _n_of(report)
+    acc_cols = [f"avg@{kmax}"] + [f"pass@{k}" for k in ks] + [f"maj@{k}" for k in ks]
+    div_cols = [
+        ("distinct answers", "distinct_answers", lambda v: f"{v:.2f}"),
+        ("distinct strings", "distinct_answer_strings", lambda v: f"{v:.2f}"),
+        ("no answer %", "no_answer_rate", _pct),
+        ("truncated %", "truncation_rate", _pct),
+        ("mean tokens", "mean_response_tokens", lambda v: f"{v:.0f}"),
+    ] + [(f"distinct-{g}", f"distinct_{g}gram", lambda v: f"{v:.3f}") for g in DIVERSITY_NGRAMS]
+    rows = [(ds, b["num_problems"], b["metrics"]) for ds, b in report["benchmarks"].items()]
+    rows.append(("**average**", report["average"]["num_problems"], report["average"]["metrics"]))
+
+    def table(header: list[str], cells: list[list[str]]) -> str:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        return "\n".join(lines)
+
+    acc = table(
+        ["benchmark", "problems"] + acc_cols,
+        [[ds, str(np_)] + [_pct(m.get(c)) for c in acc_cols] for ds, np_, m in rows],
+    )
+    div = table(
+        ["benchmark"] + [h for h, _, _ in div_cols],
+        [
+            [ds] + [("–" if m.get(key) is None else fmt(m[key])) for _, key, fmt in div_cols]
+            for ds, _, m in rows
+        ],
+    )
+    return (
+        f"### Accuracy (%), n = {kmax} samples per problem\n\n{acc}\n\n"
+        f"### Diversity (per problem, averaged)\n\n{div}\n"
+    )
+
+
+def plot_pass_at_k(report: dict, path: str | os.PathLike) -> None:
+    """PNG of pass@k against k (log2 axis), one line per benchmark, the average dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = report["ks"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for ds, b in report["benchmarks"].items():
+        ax.plot(ks, [100 * b["metrics"][f"pass@{k}"] for k in ks], marker="o", label=ds)
+    avg = report["average"]["metrics"]
+    ax.plot(ks, [100 * avg[f"pass@{k}"] for k in ks], "k--", marker="s", label="average")
+    if len(ks) > 1:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass@k (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("pass@k per benchmark")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(report: dict, out_dir: str | os.PathLike, plot: bool = True) -> dict[str, Path]:
+    """scores.json, scores.md and pass_at_k.png in `out_dir`; returns their paths."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "scores.json", "markdown": out / "scores.md"}
+    paths["json"].write_text(json.dumps(report, indent=1) + "\n")
+    paths["markdown"].write_text(markdown_tables(report))
+    if plot:
+        paths["png"] = out / "pass_at_k.png"
+        plot_pass_at_k(report, paths["png"])
+    return paths
