@@ -1,4 +1,12 @@
-"""The `verl.plugins` entry point: registers siren-verl's parts with verl's registries."""
+"""The `verl.plugins` entry point: registers siren-verl's parts with verl's registries.
+
+`import verl` resolves every `verl.plugins` entry point in every process (driver, TaskRunner,
+every Ray worker) with `entry_point.load()`, which IMPORTS `siren_verl.verl_glue.plugin` and
+fetches `register` but never calls it. So this module registers on import (last line), and
+`register()` stays callable (idempotent) for code that imports verl without entry points
+(`VERL_USE_EXTERNAL_PLUGINS=none`). verl swallows load errors at DEBUG level, so the run checks
+registration itself at start-up (`siren_verl.verl_glue.checks`).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +14,25 @@ _REGISTERED = False
 
 
 def register() -> None:
-    """Called by `import verl` in the driver, the TaskRunner and every Ray worker."""
+    """Register the cpu platform, the engines and the trainers (idempotent).
+
+    Cheap by design: registrations that need verl's engine or trainer modules are attached to the
+    import of those modules (`_import_hooks.after_import`), so processes that never build an
+    engine (reward workers, agent loops) do not pay for importing one.
+    """
     global _REGISTERED
+    if _REGISTERED:
+        return
+    from siren_verl.verl_glue import cpu_platform
+
+    cpu_platform.register_cpu_platform()
+    cpu_platform.register_cpu_engines()
     _REGISTERED = True
 
 
 def is_registered() -> bool:
+    """Whether `register()` ran in this process."""
     return _REGISTERED
+
+
+register()  # see the module docstring: verl imports this module but never calls register()
