@@ -109,9 +109,6 @@ def plot_main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     result.figure.savefig(output, dpi=args.dpi)
-    import matplotlib.pyplot as plt
-
-    plt.close(result.figure)
     if result.dropped_panels:
         print(
             f"no data in any run for: {', '.join(result.dropped_panels)} (panels left out)", file=sys.stderr
@@ -167,12 +164,9 @@ def tokens_main(argv: list[str] | None = None) -> int:
     report = aggregate(records, top=args.top)
     print(format_report(report))
     if args.output:
-        import matplotlib.pyplot as plt
-
         fig = plot_token_entropy(report, n_tokens=args.plot_tokens)
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(output, dpi=args.dpi)
-        plt.close(fig)
         print(f"wrote {output}")
     return 0

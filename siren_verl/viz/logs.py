@@ -6,7 +6,9 @@ Two sources, both written by verl 0.9.1's ``verl.utils.tracking.Tracking``:
   per ``Tracking.log`` call, ``{"step": <int>, "data": {<metric>: <value>, ...}}``, to
   ``$VERL_FILE_LOGGER_PATH`` if set, else ``${VERL_FILE_LOGGER_ROOT:-.}/<project_name>/<experiment_name>.jsonl``.
   It serialises with orjson, which writes NaN as ``null``; we read ``null`` as "not logged".
-  The file is opened with mode ``"wb"``: a resumed run that reuses the same path overwrites it.
+  The file is opened with mode ``"wb"``: a resumed run that reuses the same path overwrites it, so a
+  resumed run should log to a new segment beside it (``metrics.<anything>.jsonl``); a run directory's
+  ``metrics.jsonl`` and its ``metrics.*.jsonl`` segments are merged in modification-time order.
 * **TensorBoard** (``trainer.logger=[..., tensorboard]``): ``SummaryWriter.add_scalar`` per metric,
   in ``$TENSORBOARD_DIR`` or ``tensorboard_log/<project_name>/<experiment_name>``.
 
@@ -29,6 +31,9 @@ import numpy as np
 # The name we recommend for the file logger's output inside a run directory
 # (``VERL_FILE_LOGGER_PATH=$RUN_DIR/metrics.jsonl``); preferred when a directory holds several JSONL files.
 PREFERRED_JSONL_NAME = "metrics.jsonl"
+# Segments of one run (verl's FileLogger truncates its file on every start, so a resumed run should log
+# to a new file, e.g. metrics.resume-<step>.jsonl): merged in modification-time order.
+SEGMENT_GLOB = "metrics.*.jsonl"
 # JSONL files in a run directory that are ours but are not metric logs.
 NON_METRIC_JSONL_NAMES = frozenset({"forking_tokens.jsonl"})
 TFEVENTS_MARKER = "tfevents"
@@ -45,9 +50,10 @@ class RunLog:
     """Metrics of one run: ``steps[step][metric] = value`` (only finite-or-inf floats, never None)."""
 
     name: str
-    source: Path
+    source: Path  # the log file or TensorBoard directory read (the newest segment when merged)
     kind: str  # "jsonl" | "tensorboard"
     steps: dict[int, dict[str, float]] = field(default_factory=dict)
+    files: tuple[Path, ...] = ()  # every file merged into ``steps`` (JSONL only)
 
     def metric_names(self) -> list[str]:
         names: set[str] = set()
@@ -177,9 +183,12 @@ def _files_at_depth(root: Path, depth: int, pattern: str) -> Iterable[Path]:
             yield path
 
 
-def find_file_logger_jsonl(run_dir: Path) -> Path | None:
-    """The file-logger JSONL under ``run_dir``: searched level by level down to ``JSONL_SEARCH_DEPTH``;
-    at the first level holding candidates, ``metrics.jsonl`` wins, else exactly one candidate must exist."""
+def find_file_logger_jsonl(run_dir: Path) -> list[Path]:
+    """The file-logger JSONL(s) of the run under ``run_dir`` (oldest first; empty if none).
+
+    Searched level by level down to ``JSONL_SEARCH_DEPTH``; at the first level holding candidates,
+    ``metrics.jsonl`` plus any ``metrics.*.jsonl`` segments in its directory win (merged by
+    modification time), else exactly one candidate must exist."""
     for depth in range(JSONL_SEARCH_DEPTH + 1):
         candidates = [
             p
@@ -190,14 +199,15 @@ def find_file_logger_jsonl(run_dir: Path) -> Path | None:
             continue
         preferred = [p for p in candidates if p.name == PREFERRED_JSONL_NAME]
         if len(preferred) == 1:
-            return preferred[0]
+            segments = [p for p in candidates if p.parent == preferred[0].parent and p.match(SEGMENT_GLOB)]
+            return sorted(set(preferred + segments), key=lambda p: (p.stat().st_mtime_ns, p.name))
         if len(candidates) == 1:
-            return candidates[0]
+            return candidates
         listed = ", ".join(str(p) for p in candidates)
         raise RunLogError(
             f"{run_dir}: several verl file-logger logs found ({listed}); pass the one you mean as RUN_DIR"
         )
-    return None
+    return []
 
 
 def find_tensorboard_dir(run_dir: Path) -> Path | None:
@@ -248,14 +258,18 @@ def load_run(path: str | Path, name: str | None = None) -> RunLog:
         if TFEVENTS_MARKER in path.name:
             return RunLog(label, path, "tensorboard", read_tensorboard(path))
         if path.suffix == ".jsonl":
-            return RunLog(label, path, "jsonl", read_file_logger_jsonl(path))
+            return RunLog(label, path, "jsonl", read_file_logger_jsonl(path), (path,))
         raise RunLogError(
             f"{path}: not a metrics log; expected a verl file-logger *.jsonl, a TensorBoard "
             "events.out.tfevents.* file, or a directory holding one"
         )
-    jsonl = find_file_logger_jsonl(path)
-    if jsonl is not None:
-        return RunLog(label, jsonl, "jsonl", read_file_logger_jsonl(jsonl))
+    jsonl_files = find_file_logger_jsonl(path)
+    if jsonl_files:
+        steps: dict[int, dict[str, float]] = {}
+        for file in jsonl_files:  # oldest first: a later segment wins on an equal (step, metric)
+            for step, metrics in read_file_logger_jsonl(file).items():
+                merge_step_metrics(steps, step, metrics)
+        return RunLog(label, jsonl_files[-1], "jsonl", steps, tuple(jsonl_files))
     tb_dir = find_tensorboard_dir(path)
     if tb_dir is not None:
         return RunLog(label, tb_dir, "tensorboard", read_tensorboard(tb_dir))

@@ -19,6 +19,9 @@ Rules: a run lacking a metric simply has no line for it; a panel with no data in
 metric within a panel. ``--smooth N`` is a trailing moving average over the last N *logged* points
 (fewer at the start), applied to the per-step training curves only: validation points are sparse
 (every ``trainer.test_freq`` steps) and drawn unsmoothed with markers.
+
+Figures are built with ``matplotlib.figure.Figure`` (never pyplot), so nothing needs a display and
+``Figure.savefig`` renders PNGs with the Agg canvas.
 """
 
 from __future__ import annotations
@@ -152,9 +155,8 @@ def plot_runs(
 ) -> PlotResult:
     """Draw ``panels`` for ``runs`` on one Agg figure (not saved). Raises ``NoDataError`` if every panel is empty."""
     import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure registry
+    from matplotlib.ticker import MaxNLocator
 
     if not runs:
         raise ValueError("plot_runs: need at least one run")
@@ -179,14 +181,9 @@ def plot_runs(
 
     ncols = min(ncols, len(kept))
     nrows = math.ceil(len(kept) / ncols)
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
-        squeeze=False,
-        layout="constrained",
-    )
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     flat = list(axes.flat)
     for ax, (panel, content) in zip(flat, kept, strict=False):
         styles: dict[str, str] = {}
@@ -211,6 +208,7 @@ def plot_runs(
         title = panel.title + (f" (moving avg {smooth})" if panel.smooth and smooth > 1 else "")
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(panel.ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best")

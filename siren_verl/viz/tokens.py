@@ -247,39 +247,46 @@ def aggregate(records: Sequence[dict], top: int | None = 30) -> TokenReport:
     )
 
 
+def _escaped(text: str) -> str:
+    return repr(text)[1:-1]  # escapes newlines/tabs so the table stays one line per token
+
+
 def _show(text: str, width: int) -> str:
-    shown = repr(text)[1:-1]  # escapes newlines/tabs so the table stays one line per token
+    shown = _escaped(text)
     return shown if len(shown) <= width else shown[: width - 1] + "…"
+
+
+def _quoted(token: str) -> str:
+    return f"'{_show(token, 16)}'"  # quotes make leading/trailing spaces of BPE pieces visible
 
 
 def format_report(report: TokenReport, context_width: int = 24) -> str:
     lines = [
         f"{report.total_records} recorded tokens over {len(report.steps)} recorded steps"
         + (f" ({report.steps[0]}..{report.steps[-1]})" if report.steps else ""),
-        f"{'#':>3}  {'count':>6}  {'share':>6}  {'H mean':>7}  {'steps':>5}  {'token':<16}  example context",
+        f"{'#':>3}  {'count':>6}  {'share':>6}  {'H mean':>7}  {'steps':>5}  {'token':<18}  example context",
     ]
     for i, s in enumerate(report.tokens, start=1):
         ex = s.example
         context = (
-            f"…{_show(str(ex.get('left', '')), context_width)}[{_show(s.token, 16)}]"
-            f"{_show(str(ex.get('right', '')), context_width)}…"
+            f"…{_escaped(str(ex.get('left', '')))[-context_width:]}[{_show(s.token, 16)}]"
+            f"{_escaped(str(ex.get('right', '')))[:context_width]}…"
         )
         lines.append(
             f"{i:>3}  {s.count:>6}  {s.share:>6.1%}  {s.mean_entropy:>7.3f}  {s.steps_seen:>5}  "
-            f"{_show(s.token, 16)!s:<16}  {context}"
+            f"{_quoted(s.token):<18}  {context}"
         )
     return "\n".join(lines)
 
 
 def plot_token_entropy(report: TokenReport, n_tokens: int = 8):
     """Line plot: mean entropy per recorded step of the ``n_tokens`` most frequent tokens, plus the
-    mean over all recorded tokens (dashed black). Returns the matplotlib Figure (Agg)."""
-    import matplotlib
+    mean over all recorded tokens (dashed black). Returns the matplotlib Figure."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend needed
+    from matplotlib.ticker import MaxNLocator
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8.0, 4.5), layout="constrained")
+    fig = Figure(figsize=(8.0, 4.5), layout="constrained")
+    ax = fig.subplots()
     for s in report.tokens[:n_tokens]:
         steps = list(s.entropy_by_step)
         ax.plot(
@@ -287,7 +294,7 @@ def plot_token_entropy(report: TokenReport, n_tokens: int = 8):
             list(s.entropy_by_step.values()),
             marker="o",
             markersize=3.5,
-            label=f"{_show(s.token, 16)!r} ×{s.count}",
+            label=f"{_quoted(s.token)} ×{s.count}",
         )
     ax.plot(
         report.steps,
@@ -298,6 +305,7 @@ def plot_token_entropy(report: TokenReport, n_tokens: int = 8):
         label="all recorded",
     )
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("mean entropy of recorded occurrences (nats)")
     ax.set_title(f"Forking tokens: entropy of the {min(n_tokens, len(report.tokens))} most frequent")
     ax.grid(True, alpha=0.3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -84,6 +85,21 @@ def test_directory_search_prefers_metrics_jsonl_and_ignores_other_jsonl(tmp_path
     (tmp_path / "metrics.jsonl").unlink()
     (tmp_path / "generations.jsonl").write_text(json.dumps({"input": "x", "output": "y"}) + "\n")
     assert load_run(tmp_path).steps == {1: {"a": 9.0}}  # the only file-logger-shaped jsonl
+
+
+def test_resume_segments_are_merged_in_modification_time_order(tmp_path, write_file_log):
+    first = write_file_log(
+        tmp_path / "metrics.resume-0.jsonl", [(1, {"a": 1.0}), (2, {"a": 2.0}), (3, {"a": 3.0})]
+    )
+    second = write_file_log(tmp_path / "metrics.jsonl", [(2, {"b": 5.0}), (3, {"a": 30.0}), (4, {"a": 4.0})])
+    os.utime(first, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(second, ns=(2_000_000_000, 2_000_000_000))
+    run = load_run(tmp_path)
+    assert run.files == (first, second) and run.source == second
+    assert run.steps == {1: {"a": 1.0}, 2: {"a": 2.0, "b": 5.0}, 3: {"a": 30.0}, 4: {"a": 4.0}}
+
+    os.utime(first, ns=(3_000_000_000, 3_000_000_000))  # now the segment is the newer file: it wins
+    assert load_run(tmp_path).steps[3] == {"a": 3.0}
 
 
 def test_several_candidate_logs_is_an_error_naming_them(tmp_path, write_file_log):

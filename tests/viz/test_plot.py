@@ -54,7 +54,7 @@ def _run_b_calls():
     for s in STEPS:
         data = {"entropy/full_mean": 1.5, "entropy/pos_adv_weight": 0.9, "critic/rewards/mean": 0.05 * s}
         if s == 10:
-            data["val-core/math/reward/mean@1"] = 0.4
+            data["val-core/lighteval/MATH/reward/mean@1"] = 0.4  # data sources may contain "/"
         calls.append((s, data))
     return calls
 
@@ -89,7 +89,7 @@ def test_panels_and_lines_of_two_overlaid_runs(two_runs):
         "Validation accuracy": [
             "siren_run · gsm8k acc@4",
             "siren_run · math acc@4",
-            "par_run · math reward@1",
+            "par_run · lighteval/MATH reward@1",
         ],
     }
     # colour = run, line style = metric
