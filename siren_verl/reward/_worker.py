@@ -191,12 +191,19 @@ def judge_in_process(pred: str, gold: str) -> tuple[bool, str]:
     from math_verify import verify
 
     gold_parsed = _parse_gold_cached(gold)
-    if not gold_parsed:
-        return False, "parse_failure"
     pred_parsed = _parse_answer(pred)
-    if not pred_parsed:
+    if not gold_parsed or not pred_parsed:
         return False, "parse_failure"
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None)), "ok"
+    equivalent = bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+    # math-verify falls back to the raw string when its LaTeX parser fails; a string-only side
+    # that does not match is a parse failure, not a judged mismatch
+    if not equivalent and not (_has_math_object(gold_parsed) and _has_math_object(pred_parsed)):
+        return False, "parse_failure"
+    return equivalent, "ok"
+
+
+def _has_math_object(parsed: list) -> bool:
+    return any(not isinstance(x, str) for x in parsed)
 
 
 def _on_alarm(signum, frame):

@@ -37,7 +37,8 @@ def sanitize_text(text: str) -> str:
 
 
 def _match_braces(text: str, open_index: int, max_scan_chars: int) -> int | None:
-    """Index just past the `}` matching the `{` at `open_index`, or None if it never closes.
+    """Index just past the `}` matching the `{` at `open_index`; None if it never closes; -1 if
+    it is still open after `max_scan_chars` characters (an oversized answer).
 
     A backslash escapes the next character, so `\\{` / `\\}` (literal set braces) are not counted
     and `\\\\` (a LaTeX line break, e.g. in a pmatrix) does not escape the brace after it.
@@ -57,7 +58,7 @@ def _match_braces(text: str, open_index: int, max_scan_chars: int) -> int | None
             if depth == 0:
                 return i + 1
         i += 1
-    return None
+    return -1 if end < len(text) else None
 
 
 def _box_argument(text: str, cmd_index: int, cmd: str, max_scan_chars: int) -> str | None:
@@ -71,6 +72,8 @@ def _box_argument(text: str, cmd_index: int, cmd: str, max_scan_chars: int) -> s
         close = _match_braces(text, j, max_scan_chars)
         if close is None:
             return None
+        if close == -1:  # oversized: hand back the scanned prefix, the judge rejects it by size
+            return text[j + 1 : j + max_scan_chars]
         return text[j + 1 : close - 1]
     # `\boxed 5` (TeX allows a single-token argument after a space): up to `$`, whitespace or end
     if i < len(text) and text[i] == " ":
@@ -83,7 +86,8 @@ def _box_argument(text: str, cmd_index: int, cmd: str, max_scan_chars: int) -> s
 def last_boxed(text: str, max_scan_chars: int = DEFAULT_MAX_SCAN_CHARS) -> str | None:
     """Argument of the last well-formed `\\boxed{...}` / `\\fbox{...}` in `text` (nested braces ok).
 
-    An unterminated box (a truncated response) is skipped and the box before it is used.
+    An unterminated box (a truncated response) is skipped and the box before it is used. A box
+    still open after `max_scan_chars` characters is returned as that (oversized) prefix.
     """
     search_end = len(text)
     while True:

@@ -25,7 +25,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_connections
 
-__all__ = ["JudgePool", "JobResult", "default_pool_size", "DEFAULT_WORKER_MEMORY_BYTES"]
+__all__ = [
+    "JudgePool",
+    "JobResult",
+    "default_pool_size",
+    "get_default_pool",
+    "set_default_pool",
+    "DEFAULT_WORKER_MEMORY_BYTES",
+]
 
 DEFAULT_WORKER_MEMORY_BYTES = 3 << 30  # 3 GiB of address space per worker
 _PRELOAD = ["siren_verl.reward._preload"]
@@ -285,6 +292,17 @@ def get_default_pool() -> JudgePool:
             _default_pool = JudgePool()
             _default_pool_pid = os.getpid()
         return _default_pool
+
+
+def set_default_pool(pool: JudgePool | None) -> JudgePool | None:
+    """Make `pool` the process-wide pool (None: start a fresh default one on next use); returns the
+    previous one, which the caller may close. Tests inject slow judges this way."""
+    global _default_pool, _default_pool_pid
+    with _default_lock:
+        previous = _default_pool if _default_pool_pid == os.getpid() else None
+        _default_pool = pool
+        _default_pool_pid = os.getpid() if pool is not None else None
+        return previous
 
 
 def _close_default_pool() -> None:

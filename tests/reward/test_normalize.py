@@ -1,0 +1,70 @@
+"""The string fast path before math-verify: decides only when certain."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from siren_verl.reward.normalize import answer_too_complex, fast_verdict, normalize_answer, parse_rational
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "verdict"),
+    [
+        ("42", "42", True),
+        ("042", "42", True),
+        ("41", "42", False),
+        (r"\frac12", "0.5", True),
+        (r"\dfrac{1}{2}", "1/2", True),
+        ("1/2", r"\frac{1}{2}", True),
+        (r"-\frac{3}{4}", "-0.75", True),
+        (r"\frac{2}{4}", "1/2", True),
+        (r"\frac{1}{3}", "1/2", False),  # both exact forms -> certain
+        ("0.3333", r"\frac13", None),  # decimal vs fraction: math-verify rounds, not us
+        ("$5$", "5", True),
+        (r"\left( 0, 1 \right]", "(0,1]", True),
+        (r"\text{(B)}", "B", True),
+        ("(C)", "B", False),
+        ("x^2", "x^{2}", None),  # not certain from strings -> math-verify
+        ("", "3", False),
+        ("1/0", "1", None),
+    ],
+)
+def test_fast_verdict(pred, gold, verdict):
+    assert fast_verdict(pred, gold) is verdict
+
+
+def test_normalize_strips_cosmetics_only():
+    assert normalize_answer(r" \left[ 1 ,\, 2 \right) . ") == "[1,2)"
+    assert normalize_answer(r"\dfrac{a}{b}") == r"\frac{a}{b}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fractions(), st.fractions())
+def test_property_exact_fractions_decided_exactly(a: Fraction, b: Fraction):
+    """Independent check: for exact a/b strings the fast verdict equals Fraction equality."""
+
+    def as_latex(x: Fraction) -> str:
+        sign = "-" if x < 0 else ""
+        return f"{sign}\\frac{{{abs(x.numerator)}}}{{{x.denominator}}}"
+
+    assert fast_verdict(str(a), str(b)) is (a == b)
+    assert fast_verdict(as_latex(a), str(b)) is (a == b)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-10**6, 10**6), st.integers(0, 6))
+def test_property_decimals_parse_exactly(n: int, places: int):
+    s = f"{n / 10**places:.{places}f}" if places else str(n)
+    parsed = parse_rational(s)
+    assert parsed is not None and parsed[0] == Fraction(s)
+
+
+def test_answer_too_complex():
+    assert answer_too_complex("1" * 10, max_chars=10, max_depth=3) is None
+    assert "max_answer_chars=10" in answer_too_complex("1" * 11, max_chars=10, max_depth=3)
+    assert answer_too_complex("{[(1)]}", max_chars=100, max_depth=3) is None
+    assert "max_answer_depth=3" in answer_too_complex("{{{{1}}}}", max_chars=100, max_depth=3)
