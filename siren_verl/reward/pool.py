@@ -126,6 +126,8 @@ class JudgePool:
         self._closed = False
         self._job_ids = itertools.count()
         self.kills = 0  # workers killed on a hard time-out (or found dead)
+        self.jobs = 0  # judgements run
+        self.max_job_seconds = 0.0  # longest dispatch-to-verdict wall time seen
 
     def _new_worker(self) -> _Worker:
         return _Worker(self._ctx, self.max_memory_bytes, self.judge_spec, self.extra_sys_path)
@@ -168,7 +170,8 @@ class JudgePool:
     def _replace(self, worker: _Worker) -> _Worker | None:
         """Kill `worker` and start a fresh one in its place (None if that fails)."""
         worker.kill()
-        self.kills += 1
+        with self._cond:
+            self.kills += 1
         try:
             return self._new_worker()
         except Exception:
@@ -244,6 +247,10 @@ class JudgePool:
                     else:
                         workers[workers.index(w)] = nw
                         free.append(nw)
+            done = [r for r in results if r is not None]
+            with self._cond:
+                self.jobs += len(done)
+                self.max_job_seconds = max([self.max_job_seconds, *(r.seconds for r in done)])
         finally:
             # a job still in flight here means an exception interrupted us: its worker is dirty
             for w, _, _, _ in busy.values():
