@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 # (pred, reference) -> bool. `reference` is the ground truth or a cluster representative.
 Equivalence = Callable[[str, str], bool]
+# [(pred, reference), ...] -> [bool, ...]: many judgements at once (e.g. a parallel judge pool)
+BatchEquivalence = Callable[[Sequence[tuple[str, str]]], list[bool]]
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -94,67 +96,160 @@ class AnswerClusters:
         return [cid is not None and self.cluster_correct[cid] for cid in self.cluster_of]
 
 
+def batch_of(equivalent: Equivalence) -> BatchEquivalence:
+    """A pairwise equivalence as a batch judge."""
+
+    def judge(pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        return [bool(equivalent(p, r)) for p, r in pairs]
+
+    return judge
+
+
 def cluster_answers(
     answers: Sequence[str | None], ground_truth: str, equivalent: Equivalence
 ) -> AnswerClusters:
-    """Group answers by equivalence with as few judgements as possible (SPEC §9, maj@k).
+    """`cluster_answers_many` for one problem with a pairwise equivalence."""
+    return cluster_answers_many([(answers, ground_truth)], batch_of(equivalent))[0]
 
-    1. Unique normalised strings: duplicates are never judged twice.
-    2. Each unique string is judged once against the ground truth (needed for avg/pass anyway).
-    3. All strings equivalent to the ground truth form one cluster (they are the same answer).
-    4. The remaining strings are clustered greedily in order of first occurrence, each judged
-       only against the existing clusters' representatives (their first-occurring string).
 
-    Because clustering follows first-occurrence order, the clustering restricted to the first k
-    samples equals the clustering of those k samples alone, so one pass serves every maj@k.
+class _WrongClusterer:
+    """Greedy clustering of one problem's wrong forms, one judgement at a time (state machine
+    driven by `cluster_answers_many`, which batches the pending judgements of many problems)."""
+
+    def __init__(self, forms: list[str], form_count: list[int], queue: list[int], first_id: int):
+        self.forms = forms
+        self.form_count = form_count
+        self.queue = queue  # wrong forms in first-occurrence order
+        self.pos = 0
+        self.next_id = first_id
+        self.rep_ids: list[int] = []  # wrong clusters, creation order
+        self.rep_form: dict[int, int] = {}
+        self.size: dict[int, int] = {}  # samples per wrong cluster so far
+        self.assigned: dict[int, int] = {}  # form -> cluster id
+        self.candidates: list[int] = []  # clusters still to test for the current form
+        self._start()
+
+    def _start(self) -> None:
+        """Move to the next form that needs a judgement (a form with no cluster to test against
+        starts its own cluster at once)."""
+        while self.pos < len(self.queue):
+            # most populous clusters first: an equivalent form usually matches the first one tried
+            self.candidates = sorted(self.rep_ids, key=lambda c: (-self.size[c], c))
+            if self.candidates:
+                return
+            self._assign_new()
+
+    def _assign_new(self) -> None:
+        fi = self.queue[self.pos]
+        cid = self.next_id
+        self.next_id += 1
+        self.rep_ids.append(cid)
+        self.rep_form[cid] = fi
+        self.size[cid] = 0
+        self._assign(fi, cid)
+
+    def _assign(self, fi: int, cid: int) -> None:
+        self.assigned[fi] = cid
+        self.size[cid] += self.form_count[fi]
+        self.pos += 1
+
+    def pending(self) -> tuple[str, str] | None:
+        if self.pos >= len(self.queue):
+            return None
+        return self.forms[self.queue[self.pos]], self.forms[self.rep_form[self.candidates[0]]]
+
+    def verdict(self, equivalent: bool) -> None:
+        cid = self.candidates.pop(0)
+        if equivalent:
+            self._assign(self.queue[self.pos], cid)
+            self._start()
+        elif not self.candidates:
+            self._assign_new()
+            self._start()
+
+
+def cluster_answers_many(
+    problems: Sequence[tuple[Sequence[str | None], str]], judge: BatchEquivalence
+) -> list[AnswerClusters]:
+    """Group each problem's answers by equivalence with few judgements (SPEC §9, maj@k), batching
+    the judgements of many problems into few `judge(pairs)` calls (a parallel judge pool).
+
+    Per problem (answers, ground truth):
+    1. unique normalised strings ("forms"): duplicates are never judged;
+    2. every form is judged once against the ground truth (needed for avg/pass anyway);
+    3. all forms equivalent to the ground truth are one cluster (they are all the gold answer);
+    4. the other forms are clustered greedily in order of first occurrence: a form is compared
+       with the existing wrong clusters' representatives (their first form), most populous cluster
+       first, and joins the first one it is equivalent to, else starts a new cluster. Only
+       representatives are ever compared. Each batch holds the next pending judgement of every
+       problem.
+
+    With a transitive equivalence the clustering restricted to the first k samples equals the
+    clustering of those k samples alone, so one pass serves every maj@k.
     """
-    judgements = 0
-    unique: dict[str, int] = {}  # normal form -> index in `forms`
-    forms: list[str] = []  # first raw string seen for each normal form
-    sample_form: list[int | None] = []
-    for a in answers:
-        if a is None or not a.strip():
-            sample_form.append(None)
-            continue
-        key = normalize_answer(a)
-        if key not in unique:
-            unique[key] = len(forms)
-            forms.append(a.strip())
-        sample_form.append(unique[key])
+    # 1. forms
+    forms_of: list[list[str]] = []
+    count_of: list[list[int]] = []
+    sample_form_of: list[list[int | None]] = []
+    for answers, _ in problems:
+        unique: dict[str, int] = {}
+        forms: list[str] = []
+        counts: list[int] = []
+        sample_form: list[int | None] = []
+        for a in answers:
+            if a is None or not a.strip():
+                sample_form.append(None)
+                continue
+            key = normalize_answer(a)
+            if key not in unique:
+                unique[key] = len(forms)
+                forms.append(a.strip())
+                counts.append(0)
+            counts[unique[key]] += 1
+            sample_form.append(unique[key])
+        forms_of.append(forms)
+        count_of.append(counts)
+        sample_form_of.append(sample_form)
 
-    form_correct: list[bool] = []
-    for f in forms:
-        form_correct.append(bool(equivalent(f, ground_truth)))
-        judgements += 1
+    # 2. every form against the ground truth, one batch for all problems
+    pairs = [(f, str(gold)) for forms, (_, gold) in zip(forms_of, problems, strict=True) for f in forms]
+    verdicts = iter(judge(pairs) if pairs else [])
+    form_correct_of = [[bool(next(verdicts)) for _ in forms] for forms in forms_of]
+    judgements = [len(forms) for forms in forms_of]
 
-    form_cluster: list[int] = []
-    reps: list[str] = []
-    rep_correct: list[bool] = []
-    wrong_cluster_ids: list[int] = []
-    correct_cluster: int | None = None
-    for f, ok in zip(forms, form_correct, strict=True):  # forms are in first-occurrence order
-        if ok:
-            if correct_cluster is None:
-                correct_cluster = len(reps)
-                reps.append(f)
-                rep_correct.append(True)
-            form_cluster.append(correct_cluster)
-            continue
-        match = None
-        for cid in wrong_cluster_ids:
-            judgements += 1
-            if equivalent(f, reps[cid]):
-                match = cid
-                break
-        if match is None:
-            match = len(reps)
-            reps.append(f)
-            rep_correct.append(False)
-            wrong_cluster_ids.append(match)
-        form_cluster.append(match)
+    # 3. the correct cluster (id 0 when there is one), 4. wrong clusters
+    clusterers = []
+    for forms, counts, correct in zip(forms_of, count_of, form_correct_of, strict=True):
+        queue = [fi for fi, ok in enumerate(correct) if not ok]
+        clusterers.append(_WrongClusterer(forms, counts, queue, first_id=1 if any(correct) else 0))
+    while True:
+        asks = [(pi, c.pending()) for pi, c in enumerate(clusterers)]
+        asks = [(pi, pair) for pi, pair in asks if pair is not None]
+        if not asks:
+            break
+        for (pi, _), v in zip(asks, judge([pair for _, pair in asks]), strict=True):
+            judgements[pi] += 1
+            clusterers[pi].verdict(bool(v))
 
-    cluster_of = tuple(None if fi is None else form_cluster[fi] for fi in sample_form)
-    return AnswerClusters(cluster_of, tuple(rep_correct), tuple(reps), judgements)
+    out = []
+    for pi, (forms, correct, cl) in enumerate(zip(forms_of, form_correct_of, clusterers, strict=True)):
+        reps: dict[int, str] = {}
+        rep_ok: dict[int, bool] = {}
+        form_cluster: list[int] = []
+        for fi, ok in enumerate(correct):
+            cid = 0 if ok else cl.assigned[fi]
+            form_cluster.append(cid)
+            if cid not in reps:
+                reps[cid] = forms[fi]
+                rep_ok[cid] = ok
+        ids = sorted(reps)
+        cluster_of = tuple(None if fi is None else form_cluster[fi] for fi in sample_form_of[pi])
+        out.append(
+            AnswerClusters(
+                cluster_of, tuple(rep_ok[i] for i in ids), tuple(reps[i] for i in ids), judgements[pi]
+            )
+        )
+    return out
 
 
 def majority_cluster(cluster_of: Sequence[int | None], k: int) -> int | None:
@@ -189,12 +284,23 @@ def maj_at_k(clusters: AnswerClusters, k: int) -> float:
 def distinct_ngram_ratio(texts: Sequence[str], n: int) -> float:
     """Distinct-n over a set of responses: #distinct whitespace-token n-grams / #n-grams (0 when
     the texts hold no n-gram)."""
-    _check_int("n", n, 1)
-    total = 0
-    seen: set[tuple[str, ...]] = set()
-    for t in texts:
-        toks = t.split()
-        for i in range(len(toks) - n + 1):
-            seen.add(tuple(toks[i : i + n]))
-            total += 1
-    return len(seen) / total if total else 0.0
+    return distinct_ngram_ratios(texts, (n,))[n]
+
+
+def distinct_ngram_ratios(texts: Sequence[str], ns: Sequence[int]) -> dict[int, float]:
+    """`distinct_ngram_ratio` for several n at once (each text is split once)."""
+    for n in ns:
+        _check_int("n", n, 1)
+    tokenised = [t.split() for t in texts]
+    out = {}
+    for n in ns:
+        total = 0
+        seen: set[tuple[str, ...]] = set()
+        for toks in tokenised:
+            if len(toks) >= n:
+                total += len(toks) - n + 1
+                seen.update(
+                    zip(*(toks[i:] for i in range(n)), strict=False)
+                )  # shifted views: ragged on purpose
+        out[n] = len(seen) / total if total else 0.0
+    return out

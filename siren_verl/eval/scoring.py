@@ -21,10 +21,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from siren_verl.eval.metrics import (
+    AnswerClusters,
+    BatchEquivalence,
     Equivalence,
     avg_at_k,
+    batch_of,
     cluster_answers,
-    distinct_ngram_ratio,
+    cluster_answers_many,
+    distinct_ngram_ratios,
     maj_at_k,
     normalize_answer,
     pass_at_k,
@@ -57,13 +61,32 @@ def parse_ks(text: str) -> list[int]:
 
 
 def reward_equivalence(timeout_s: float = 5.0) -> Equivalence:
-    """math-verify equivalence from `siren_verl.reward`, each judgement bounded by `timeout_s`."""
+    """Pairwise math-verify equivalence from `siren_verl.reward`, bounded by `timeout_s`."""
     from siren_verl.reward import is_equivalent
 
     def equivalent(pred: str, reference: str) -> bool:
         return bool(is_equivalent(pred, reference, timeout_s=timeout_s))
 
     return equivalent
+
+
+class RewardBatchJudge:
+    """`siren_verl.reward.judge_many_detailed` as a batch judge (parallel over the reward module's
+    worker pool, each judgement bounded by `timeout_s`); counts time-outs and parse failures."""
+
+    def __init__(self, timeout_s: float = 5.0):
+        from siren_verl.reward import judge_many_detailed
+
+        self._judge = judge_many_detailed
+        self.timeout_s = timeout_s
+        self.timeouts = 0
+        self.parse_failures = 0
+
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        verdicts = self._judge(list(pairs), self.timeout_s)
+        self.timeouts += sum(v.timed_out for v in verdicts)
+        self.parse_failures += sum(v.parse_failed for v in verdicts)
+        return [bool(v.equivalent) for v in verdicts]
 
 
 def reward_extractor(fallback: bool = True) -> Extractor:
@@ -77,36 +100,50 @@ def reward_extractor(fallback: bool = True) -> Extractor:
 
 
 class _CountingJudge:
-    """Wraps an equivalence: counts calls; an exception counts as 'not equivalent' (SPEC §9:
-    a failed judgement scores as incorrect, never crashes)."""
+    """Wraps a batch judge: counts judgements; a judge that raises counts every pair of the batch
+    as 'not equivalent' and as an error (SPEC §9: a failed judgement scores as incorrect, it never
+    crashes the evaluation)."""
 
-    def __init__(self, fn: Equivalence):
-        self.fn = fn
+    def __init__(self, judge: BatchEquivalence):
+        self.judge = judge
         self.calls = 0
         self.errors = 0
 
-    def __call__(self, pred: str, reference: str) -> bool:
-        self.calls += 1
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        self.calls += len(pairs)
         try:
-            return bool(self.fn(pred, reference))
+            verdicts = list(self.judge(pairs))
         except Exception:
-            self.errors += 1
+            self.errors += len(pairs)
+            return [False] * len(pairs)
+        if len(verdicts) != len(pairs):
+            raise RuntimeError(f"judge returned {len(verdicts)} verdicts for {len(pairs)} pairs")
+        return [bool(v) for v in verdicts]
+
+
+def _safe_pairwise(equivalent: Equivalence) -> tuple[BatchEquivalence, list[int]]:
+    errors = [0]
+
+    def one(pred: str, reference: str) -> bool:
+        try:
+            return bool(equivalent(pred, reference))
+        except Exception:
+            errors[0] += 1
             return False
 
+    return batch_of(one), errors
 
-def score_problem(
+
+def problem_metrics(
     responses: Sequence[str],
-    ground_truth: str,
+    answers: Sequence[str | None],
+    clusters: AnswerClusters,
     ks: Sequence[int],
-    equivalent: Equivalence,
-    extract: Extractor,
     finish_reasons: Sequence[str] | None = None,
     num_tokens: Sequence[int] | None = None,
-) -> dict:
-    """Metrics of one problem: avg@k, pass@k, maj@k for each k, plus diversity numbers."""
+) -> dict[str, float]:
+    """avg@k, pass@k, maj@k for each k, plus diversity numbers, of one problem."""
     n = len(responses)
-    answers = [extract(r) for r in responses]
-    clusters = cluster_answers(answers, ground_truth, equivalent)
     correct = clusters.sample_correct
     c = sum(correct)
     metrics: dict[str, float] = {}
@@ -120,17 +157,33 @@ def score_problem(
     metrics["distinct_answers"] = float(len({cid for cid in clusters.cluster_of if cid is not None}))
     metrics["distinct_answer_strings"] = float(len({normalize_answer(a) for a in answered}))
     metrics["no_answer_rate"] = 1.0 - len(answered) / n
-    for g in DIVERSITY_NGRAMS:
-        metrics[f"distinct_{g}gram"] = distinct_ngram_ratio(responses, g)
+    for g, ratio in distinct_ngram_ratios(responses, DIVERSITY_NGRAMS).items():
+        metrics[f"distinct_{g}gram"] = ratio
     if finish_reasons is not None:
         metrics["truncation_rate"] = sum(f == "length" for f in finish_reasons) / n
     if num_tokens is not None:
         metrics["mean_response_tokens"] = sum(num_tokens) / n
+    return metrics
+
+
+def score_problem(
+    responses: Sequence[str],
+    ground_truth: str,
+    ks: Sequence[int],
+    equivalent: Equivalence,
+    extract: Extractor,
+    finish_reasons: Sequence[str] | None = None,
+    num_tokens: Sequence[int] | None = None,
+) -> dict:
+    """Metrics of one problem with a pairwise equivalence: {"n", "num_correct", "answers",
+    "metrics", "judgements"}."""
+    answers = [extract(r) for r in responses]
+    clusters = cluster_answers(answers, ground_truth, equivalent)
     return {
-        "n": n,
-        "num_correct": c,
+        "n": len(responses),
+        "num_correct": sum(clusters.sample_correct),
         "answers": answers,
-        "metrics": metrics,
+        "metrics": problem_metrics(responses, answers, clusters, ks, finish_reasons, num_tokens),
         "judgements": clusters.num_judgements,
     }
 
@@ -159,12 +212,16 @@ def score_samples(
     timeout_s: float = 5.0,
     progress: bool = False,
     keep_problems: bool = True,
+    judge_batch: BatchEquivalence | None = None,
+    problems_per_batch: int = 64,
 ) -> dict:
     """Score samples (records, or samples JSONL path(s)) per benchmark (= data_source) and on
     average over benchmarks (SPEC §9). `ks` defaults to 1, 2, 4, ... up to the smallest n.
 
-    `equivalent(pred, reference) -> bool` and `extract(text) -> str | None` default to
-    `siren_verl.reward.is_equivalent` (bounded by `timeout_s`) and `extract_answer`.
+    Answers come from `extract(text) -> str | None` (default `siren_verl.reward.extract_answer`).
+    Equivalence: `judge_batch(pairs) -> [bool]` or pairwise `equivalent(pred, reference) -> bool`;
+    default `siren_verl.reward.judge_many_detailed` (parallel workers, `timeout_s` per judgement).
+    The judgements of `problems_per_batch` problems go to the judge together.
     """
     from tqdm.auto import tqdm
 
@@ -175,6 +232,8 @@ def score_samples(
     records = list(records)
     if not records:
         raise ValueError("no samples to score")
+    if problems_per_batch < 1:
+        raise ValueError(f"problems_per_batch={problems_per_batch}: must be >= 1")
     for rec in records:
         if not rec.get("responses"):
             raise ValueError(f"problem {rec.get('uid')!r} has no responses")
@@ -187,41 +246,63 @@ def score_samples(
     if ks[-1] > min_n:
         short = next(r["uid"] for r in records if len(r["responses"]) == min_n)
         raise ValueError(f"k={ks[-1]}: must be <= n={min_n} (problem {short!r} has only {min_n} samples)")
-    judge = _CountingJudge(equivalent if equivalent is not None else reward_equivalence(timeout_s))
+    if equivalent is not None and judge_batch is not None:
+        raise ValueError("pass either equivalent= or judge_batch=, not both")
+    pair_errors = [0]
+    reward_judge = None
+    if judge_batch is None:
+        if equivalent is not None:
+            judge_batch, pair_errors = _safe_pairwise(equivalent)
+        else:
+            judge_batch = reward_judge = RewardBatchJudge(timeout_s)
+    judge = _CountingJudge(judge_batch)
     extract = extract if extract is not None else reward_extractor()
 
+    bar = tqdm(total=len(records), desc="score", unit="problem", disable=not progress)
+    results = []
+    try:
+        for start in range(0, len(records), problems_per_batch):
+            chunk = records[start : start + problems_per_batch]
+            answers_of = [[extract(t) for t in rec["responses"]] for rec in chunk]
+            clusters_of = cluster_answers_many(
+                [(answers, str(rec["ground_truth"])) for answers, rec in zip(answers_of, chunk, strict=True)],
+                judge,
+            )
+            for rec, answers, clusters in zip(chunk, answers_of, clusters_of, strict=True):
+                metrics = problem_metrics(
+                    rec["responses"], answers, clusters, ks, rec.get("finish_reasons"), rec.get("num_tokens")
+                )
+                results.append((rec, clusters, metrics))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+
     per_bench: dict[str, list[dict]] = {}
+    per_bench_n: dict[str, set[int]] = {}
     problems_out = []
-    for rec in tqdm(records, desc="score", unit="problem", disable=not progress):
-        res = score_problem(
-            rec["responses"],
-            str(rec["ground_truth"]),
-            ks,
-            judge,
-            extract,
-            rec.get("finish_reasons"),
-            rec.get("num_tokens"),
-        )
-        per_bench.setdefault(str(rec["data_source"]), []).append(res)
+    for rec, clusters, metrics in results:
+        ds = str(rec["data_source"])
+        per_bench.setdefault(ds, []).append(metrics)
+        per_bench_n.setdefault(ds, set()).add(len(rec["responses"]))
         if keep_problems:
             problems_out.append(
                 {
                     "uid": rec["uid"],
-                    "data_source": rec["data_source"],
-                    "n": res["n"],
-                    "num_correct": res["num_correct"],
-                    "distinct_answers": int(res["metrics"]["distinct_answers"]),
-                    "maj": {str(k): res["metrics"][f"maj@{k}"] for k in ks},
+                    "data_source": ds,
+                    "n": len(rec["responses"]),
+                    "num_correct": sum(clusters.sample_correct),
+                    "distinct_answers": int(metrics["distinct_answers"]),
+                    "maj": {str(k): metrics[f"maj@{k}"] for k in ks},
                 }
             )
 
     benchmarks = {}
-    for ds, results in per_bench.items():
-        ns = sorted({r["n"] for r in results})
+    for ds, metric_list in per_bench.items():
+        ns = sorted(per_bench_n[ds])
         benchmarks[ds] = {
-            "num_problems": len(results),
+            "num_problems": len(metric_list),
             "n": ns[0] if len(ns) == 1 else ns,
-            "metrics": _mean_dicts([r["metrics"] for r in results]),
+            "metrics": _mean_dicts(metric_list),
         }
     report = {
         "format": FORMAT,
@@ -233,8 +314,11 @@ def score_samples(
             "metrics": _mean_dicts([b["metrics"] for b in benchmarks.values()]),
         },
         "judgements": judge.calls,
-        "judge_errors": judge.errors,
+        "judge_errors": judge.errors + pair_errors[0],
     }
+    if reward_judge is not None:
+        report["judge_timeouts"] = reward_judge.timeouts
+        report["judge_parse_failures"] = reward_judge.parse_failures
     if keep_problems:
         report["problems"] = problems_out
     return report
