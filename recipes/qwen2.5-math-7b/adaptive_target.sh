@@ -2,7 +2,8 @@
 # Adaptive-target entropy bonus (SPEC §6 `adaptive_target`, Skywork-OR1 style).
 #
 #   c_{k+1} = max(0, c_k + Δ · sign(H* − H_k)), the bonus −c · agg(H) applied only while H_k ≤ H*.
-#   Δ = 0.005, H* = 0.2 nats (entropy_control.adaptive_target.target_ratio anchors H* to H_0 instead).
+#   Δ = 0.005, H* = 0.2 nats (or H* = ρ · H_0: entropy_control.adaptive_target.target=null
+#   entropy_control.adaptive_target.anchor_ratio=ρ).
 #
 # Usage:
 #   NNODES=2 GPUS_PER_NODE=8 MODEL_PATH=/models/Qwen2.5-Math-7B DATA_DIR=/data CKPT_DIR=/ckpt \
@@ -16,7 +17,7 @@ METHOD_OVERRIDES=(
     entropy_control.method=adaptive_target
     entropy_control.adaptive_target.target=0.2   # H* (nats)
     entropy_control.adaptive_target.delta=0.005  # Δ
-    entropy_control.adaptive_target.coef_init=0.0
+    entropy_control.adaptive_target.c0=0.0       # c_0
 )
 
 launch adaptive_target "$@"

@@ -17,11 +17,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 METHOD_OVERRIDES=(
     entropy_control.method=aer
-    entropy_control.aer.target_ratio=0.5     # ρ: H* = ρ · H_0
-    entropy_control.aer.eta=0.01             # η, per nat of entropy gap
-    entropy_control.aer.coef_init=0.0        # α_0
-    entropy_control.aer.coef_max=0.05        # α_max
-    entropy_control.aer.allocation=linear    # w(acc) = 1 − acc; "threshold" uses aer.hard_threshold
+    entropy_control.aer.anchored_target=true   # H* = ρ · H_0 (false: the fixed aer.target)
+    entropy_control.aer.rho_target=0.5         # ρ
+    entropy_control.aer.dynamic_coef=true      # α_k adapts (false: α ≡ α_0)
+    entropy_control.aer.alpha0=0.0             # α_0
+    entropy_control.aer.eta=0.01               # η, per nat of entropy gap
+    entropy_control.aer.alpha_max=0.05         # α_max
+    entropy_control.aer.difficulty=linear      # w = 1 − acc | threshold (w = 1[acc ≤ aer.rho_hard]) | none
 )
 
 launch aer "$@"

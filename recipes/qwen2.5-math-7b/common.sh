@@ -115,6 +115,19 @@ launch() {
         esac
     done
 
+    # Every GPU must get whole sequences of every mini-batch, and vLLM replicas must tile the nodes.
+    local n_gpus=$((NNODES * GPUS_PER_NODE))
+    if (((PPO_MINI_BATCH_SIZE * ROLLOUT_N) % n_gpus != 0)); then
+        echo "NNODES=$NNODES x GPUS_PER_NODE=$GPUS_PER_NODE = $n_gpus GPUs: must divide the" \
+            "$((PPO_MINI_BATCH_SIZE * ROLLOUT_N)) sequences of a mini-batch" \
+            "($PPO_MINI_BATCH_SIZE prompts x $ROLLOUT_N responses)" >&2
+        return 2
+    fi
+    if ((GPUS_PER_NODE % ROLLOUT_TP != 0)); then
+        echo "ROLLOUT_TP=$ROLLOUT_TP: must divide GPUS_PER_NODE=$GPUS_PER_NODE" >&2
+        return 2
+    fi
+
     local exp_name=${EXP_NAME:-$method-qwen2.5-math-$MODEL_SIZE}
     local run_dir=$CKPT_DIR/$PROJECT/$exp_name
     local defaults train_csv val_csv
@@ -204,8 +217,10 @@ launch() {
         "trainer.project_name=$PROJECT"
         "trainer.experiment_name=$exp_name"
         "trainer.logger=[$(IFS=,; echo "${loggers[*]}")]"
-        "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH=$run_dir/metrics.jsonl"
+        "++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH=$run_dir/metrics.jsonl"
         trainer.log_val_generations=10
+        # the high-entropy ("forking") token report of `siren-verl tokens RUN_DIR`, every 10 steps
+        "entropy_control.forking_report.every_n_steps=$TEST_FREQ"
         "trainer.validation_data_dir=$run_dir/val_generations"
         "trainer.total_epochs=$TOTAL_EPOCHS"
         trainer.val_before_train=True

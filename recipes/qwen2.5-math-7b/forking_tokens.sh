@@ -12,7 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 METHOD_OVERRIDES=(
     entropy_control.method=forking_tokens
-    entropy_control.forking_tokens.top_ratio=0.2   # ρ
+    entropy_control.forking_tokens.rho=0.2   # ρ
 )
 
 launch forking_tokens "$@"

@@ -24,9 +24,9 @@ VAL_TOP_P=1.0
 METHOD_OVERRIDES=(
     entropy_control.method=par
     entropy_control.par.schedule=entropy_guided   # | stage | epoch | constant
-    entropy_control.par.entropy_threshold=0.2     # δ (nats)
+    entropy_control.par.delta=0.2                 # δ (nats)
     entropy_control.par.step=0.05                 # Δ
-    entropy_control.par.lambda_init=0.0           # λ_0
+    entropy_control.par.lambda0=0.0               # λ_0
 )
 
 launch par "$@"

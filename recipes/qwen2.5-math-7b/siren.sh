@@ -13,8 +13,9 @@
 #   NNODES=2 GPUS_PER_NODE=8 MODEL_PATH=/models/Qwen2.5-Math-7B DATA_DIR=/data CKPT_DIR=/ckpt \
 #     recipes/qwen2.5-math-7b/siren.sh [--dry-run] [hydra.key=value ...]
 #   MODEL_SIZE=1.5b ...   the Qwen2.5-Math-1.5B variant (single node)
-# Ablations (SPEC §3): entropy_control.top_p=1.0 entropy_control.boundary=inclusive (without top-p),
-#   entropy_control.peak_quantile=0 (without peak mask), entropy_control.anchor=none (without anchor).
+# Ablations (SPEC §3), one extra argument each: entropy_control.without_top_p=true,
+#   entropy_control.without_peak_mask=true, entropy_control.without_anchor=true,
+#   entropy_control.token_first=true. entropy_control.anchor=<nats> fixes H_0 instead of measuring it.
 set -euo pipefail
 # shellcheck source=recipes/qwen2.5-math-7b/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
