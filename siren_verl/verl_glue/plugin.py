@@ -23,10 +23,11 @@ def register() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    from siren_verl.verl_glue import cpu_platform
+    from siren_verl.verl_glue import cpu_platform, engine, trainer
 
     cpu_platform.register_cpu_platform()
-    cpu_platform.register_cpu_engines()
+    engine.register_siren_engine()  # also registers verl's FSDP engines for device cpu
+    trainer.register_siren_trainer()
     _REGISTERED = True
 
 

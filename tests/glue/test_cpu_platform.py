@@ -35,7 +35,7 @@ def test_entry_point_registers_and_verl_picks_cpu_in_a_fresh_process():
     )
     assert "plugin True" in out
     assert "platform cpu gloo GPU" in out
-    assert "engine FSDPEngineWith" in out
+    assert "engine SirenFSDPEngineWithLMHead FSDPEngineWithValueHead" in out
 
 
 def test_explicit_verl_platform_still_wins():

@@ -1,0 +1,140 @@
+"""`siren-verl train [overrides]` / `python -m siren_verl.main [overrides]`: verl's PPO trainer
+with siren-verl's config (`siren_verl/config/siren_trainer.yaml` = verl's `ppo_trainer` + the
+`entropy_control` group).
+
+What happens on the driver, in order:
+1. Hydra compose of the config with the overrides (`--config-name`, `--config-dir` choose another
+   yaml, e.g. one of siren-verl's CPU presets that composes siren_trainer).
+2. Platform: with `trainer.device=cpu`, or on a CPU-only torch build, verl runs on siren-verl's `cpu`
+   platform (VERL_PLATFORM=cpu for every Ray process) and Ray gets logical GPUs (`num_gpus`) and
+   enough CPUs, so resource scheduling does not hang.
+3. Validation: verl's own `validate_config`, then `entropy_control` (ConfigError naming the key)
+   and its combination with the verl settings — all before Ray starts.
+4. `verl.trainer.main_ppo.run_ppo` with verl's V1 TaskRunner (legacy TaskRunner if use_v1=False).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
+DEFAULT_CONFIG = "siren_trainer"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="siren-verl train",
+        description="Run verl's PPO/GRPO trainer with siren-verl's entropy control (Hydra overrides).",
+        epilog=(
+            "examples:\n"
+            "  siren-verl train data.train_files=train.parquet actor_rollout_ref.model.path=Qwen/Qwen2.5-Math-7B "
+            "entropy_control.method=siren\n"
+            "  siren-verl train --config-name cpu_smoke entropy_control.method=siren trainer.total_training_steps=2\n"
+            "  siren-verl methods   # the presets and their parts"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config-name", default=DEFAULT_CONFIG, help="yaml name (default: siren_trainer)")
+    p.add_argument("--config-dir", default=None, help="extra folder searched before siren-verl's configs")
+    p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
+    p.add_argument("--check", action="store_true", help="validate the config (no Ray, no training) and exit")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, key=value")
+    return p
+
+
+def _wants_cpu(overrides: list[str]) -> bool:
+    return any(o.replace(" ", "") in ("trainer.device=cpu", "++trainer.device=cpu", "+trainer.device=cpu") for o in overrides)
+
+
+def compose_config(overrides: list[str], config_name: str = DEFAULT_CONFIG, config_dir: str | None = None):
+    """Compose siren-verl's config (verl's ppo_trainer + entropy_control) with Hydra overrides."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    directory = os.path.abspath(config_dir) if config_dir else CONFIG_DIR
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    extra = [] if directory == CONFIG_DIR else [f"hydra.searchpath=[file://{CONFIG_DIR},pkg://verl.trainer.config]"]
+    with initialize_config_dir(config_dir=directory, version_base=None):
+        return compose(config_name=config_name, overrides=extra + list(overrides))
+
+
+def prepare_config(config) -> None:
+    """Platform, Ray resources and every start-up check (mutates `config`; raises on bad settings)."""
+    from omegaconf import open_dict
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+    from verl.utils.device import auto_set_device, get_device_name
+
+    from siren_verl.methods.config import check_trainer_settings
+    from siren_verl.verl_glue.trainer import method_spec_from_config, trainer_settings
+
+    auto_set_device(config)
+    on_cpu = get_device_name() == "cpu"
+    with open_dict(config):
+        if on_cpu:
+            config.trainer.device = "cpu"
+            ray_init = config.ray_kwargs.ray_init
+            n_gpus = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
+            # verl's resource pools ask Ray for GPUs: on CPU they are logical (see cpu_platform.py)
+            if ray_init.get("num_gpus") is None:
+                ray_init.num_gpus = n_gpus
+            if ray_init.get("num_cpus") is None:
+                ray_init.num_cpus = max(os.cpu_count() or 1, 4 * n_gpus + 4)
+            env_vars = ray_init.runtime_env.get("env_vars") or {}
+            env_vars = dict(env_vars)
+            env_vars.setdefault("VERL_PLATFORM", "cpu")
+            ray_init.runtime_env.env_vars = env_vars
+
+    spec = method_spec_from_config(config)  # ConfigError names the entropy_control key
+    check_trainer_settings(spec, trainer_settings(config))
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    return spec
+
+
+def run(config) -> None:
+    from verl.trainer.main_ppo import run_ppo
+
+    if config.trainer.use_v1:
+        from verl.trainer.main_ppo import TaskRunnerV1 as runner
+    else:
+        from verl.trainer.main_ppo_v0 import TaskRunner as runner
+    run_ppo(config, task_runner_class=runner)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if _wants_cpu(args.overrides):
+        os.environ.setdefault("VERL_PLATFORM", "cpu")  # before verl is imported anywhere
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import verl  # noqa: F401  (loads the siren_verl plugin: cpu platform, engines, trainer)
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    from siren_verl.methods.config import ConfigError
+
+    try:
+        config = compose_config(args.overrides, args.config_name, args.config_dir)
+    except HydraException as e:
+        print(f"siren-verl train: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(OmegaConf.to_yaml(config))
+        return 0
+    try:
+        spec = prepare_config(config)
+    except ConfigError as e:
+        print(f"siren-verl train: config error: {e}", file=sys.stderr)
+        return 2
+    print(f"[siren-verl] entropy_control: {spec.summary()}", flush=True)
+    if args.check:
+        return 0
+    run(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,540 @@
+"""The `entropy_control` config group: schema, validation and preset resolution (SPEC §6, §10).
+
+Validated on the driver at start-up, before Ray starts: an unknown method, an unknown key, a value
+out of range or an invalid combination of parts raises `ConfigError` (a `ValueError`) naming the
+full key and its allowed range, e.g. `entropy_control.top_p=1.5: must be a number in (0, 1]`.
+
+Pure python: no verl, no torch, no omegaconf (the glue converts the Hydra node to a dict first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from numbers import Integral, Real
+from typing import Any
+
+from siren_verl.methods.presets import (
+    AGG_MODES,
+    LOCAL_AGG_MODES,
+    METHODS,
+    PARTS,
+    PRESETS,
+)
+
+ROOT = "entropy_control"
+BOUNDARIES = ("exclusive", "inclusive")
+DIFFICULTY = ("linear", "threshold", "none")
+PAR_SCHEDULES = ("entropy_guided", "stage", "epoch", "constant")
+
+
+class ConfigError(ValueError):
+    """A bad `entropy_control` (or related verl) setting; the message names the full key."""
+
+
+# ---------------------------------------------------------------------------------------------
+# checks: every message is "<full key>=<value>: must be ..."
+# ---------------------------------------------------------------------------------------------
+def _is_number(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _interval(low, high, low_open, high_open) -> str:
+    def fmt(x):
+        return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+    left = "(" if (low_open or low is None) else "["
+    right = ")" if (high_open or high is None) else "]"
+    return f"{left}{'-inf' if low is None else fmt(low)}, {'inf' if high is None else fmt(high)}{right}"
+
+
+def _real(key: str, value: object, low=None, high=None, low_open=False, high_open=False, allow_none=False):
+    if value is None and allow_none:
+        return None
+    message = f"{key}={value!r}: must be a {'number or null' if allow_none else 'number'} in " + _interval(
+        low, high, low_open, high_open
+    )
+    if not _is_number(value) or not math.isfinite(float(value)):
+        raise ConfigError(message)
+    x = float(value)
+    if low is not None and (x < low or (low_open and x == low)):
+        raise ConfigError(message)
+    if high is not None and (x > high or (high_open and x == high)):
+        raise ConfigError(message)
+    return x
+
+
+def _int(key: str, value: object, low: int, allow_none: bool = False):
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, Integral) or isinstance(value, bool) or int(value) < low:
+        raise ConfigError(f"{key}={value!r}: must be an integer >= {low}{' or null' if allow_none else ''}")
+    return int(value)
+
+
+def _bool(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r}: must be true or false")
+    return value
+
+
+def _choice(key: str, value: object, choices: tuple[str, ...], allow_none: bool = False):
+    if value is None and allow_none:
+        return None
+    if value not in choices:
+        allowed = ", ".join(choices) + (", null" if allow_none else "")
+        raise ConfigError(f"{key}={value!r}: must be one of {allowed}")
+    return value
+
+
+def _check_keys(key: str, given: Mapping, allowed: set[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        names = ", ".join(f"{key}.{k}" for k in unknown)
+        raise ConfigError(f"unknown key(s) {names}: allowed keys under {key} are {', '.join(sorted(allowed))}")
+
+
+# ---------------------------------------------------------------------------------------------
+# sub-groups
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AERConfig:
+    """SPEC §4 (inferred). Each component switchable on its own."""
+
+    anchored_target: bool = True  # H* = rho_target * H_0 (else the fixed `target`)
+    rho_target: float = 0.5
+    target: float | None = None  # fixed H* (nats) when anchored_target is false
+    dynamic_coef: bool = True  # α_{k+1} = clip(α_k + η(H* − H_k), 0, α_max) (else α ≡ alpha0)
+    alpha0: float = 0.0
+    eta: float = 0.01
+    alpha_max: float = 0.05
+    difficulty: str = "linear"  # linear: w = 1 − acc; threshold: w = 1[acc ≤ rho_hard]; none: w = 1
+    rho_hard: float = 0.5
+
+    @classmethod
+    def parse(cls, key: str, raw: Mapping) -> AERConfig:
+        _check_keys(key, raw, {f.name for f in fields(cls)})
+        d = {**asdict(cls()), **raw}
+        alpha_max = _real(f"{key}.alpha_max", d["alpha_max"], low=0.0)
+        cfg = cls(
+            anchored_target=_bool(f"{key}.anchored_target", d["anchored_target"]),
+            rho_target=_real(f"{key}.rho_target", d["rho_target"], low=0.0),
+            target=_real(f"{key}.target", d["target"], low=0.0, allow_none=True),
+            dynamic_coef=_bool(f"{key}.dynamic_coef", d["dynamic_coef"]),
+            alpha0=_real(f"{key}.alpha0", d["alpha0"], low=0.0, high=alpha_max),
+            eta=_real(f"{key}.eta", d["eta"], low=0.0),
+            alpha_max=alpha_max,
+            difficulty=_choice(f"{key}.difficulty", d["difficulty"], DIFFICULTY),
+            rho_hard=_real(f"{key}.rho_hard", d["rho_hard"], low=0.0, high=1.0, high_open=True),
+        )
+        return cfg
+
+
+@dataclass(frozen=True)
+class PARConfig:
+    """SPEC §5: λ schedules."""
+
+    schedule: str = "entropy_guided"
+    lambda0: float = 0.0  # entropy_guided: λ_0
+    delta: float = 0.2  # entropy_guided: entropy threshold δ (nats)
+    step: float = 0.05  # entropy_guided: Δ
+    value: float = 0.0  # constant: λ
+
+    @classmethod
+    def parse(cls, key: str, raw: Mapping) -> PARConfig:
+        _check_keys(key, raw, {f.name for f in fields(cls)})
+        d = {**asdict(cls()), **raw}
+        return cls(
+            schedule=_choice(f"{key}.schedule", d["schedule"], PAR_SCHEDULES),
+            lambda0=_real(f"{key}.lambda0", d["lambda0"], low=0.0, high=1.0),
+            delta=_real(f"{key}.delta", d["delta"], low=0.0),
+            step=_real(f"{key}.step", d["step"], low=0.0, high=1.0),
+            value=_real(f"{key}.value", d["value"], low=0.0, high=1.0),
+        )
+
+
+@dataclass(frozen=True)
+class AdaptiveTargetConfig:
+    """SPEC §6 adaptive_target: c_{k+1} = max(0, c_k + Δ·sign(H* − H_k)), applied while H_k ≤ H*."""
+
+    c0: float = 0.0
+    delta: float = 0.005
+    target: float | None = 0.2  # H* (nats); null: anchor_ratio · H_0
+    anchor_ratio: float | None = None
+
+    @classmethod
+    def parse(cls, key: str, raw: Mapping) -> AdaptiveTargetConfig:
+        _check_keys(key, raw, {f.name for f in fields(cls)})
+        d = {**asdict(cls()), **raw}
+        cfg = cls(
+            c0=_real(f"{key}.c0", d["c0"], low=0.0),
+            delta=_real(f"{key}.delta", d["delta"], low=0.0),
+            target=_real(f"{key}.target", d["target"], low=0.0, allow_none=True),
+            anchor_ratio=_real(f"{key}.anchor_ratio", d["anchor_ratio"], low=0.0, allow_none=True),
+        )
+        if (cfg.target is None) == (cfg.anchor_ratio is None):
+            raise ConfigError(
+                f"{key}.target={cfg.target!r}, {key}.anchor_ratio={cfg.anchor_ratio!r}: "
+                "set exactly one (a fixed H* in nats, or H* = anchor_ratio * H_0)"
+            )
+        return cfg
+
+
+@dataclass(frozen=True)
+class EntropyAdvConfig:
+    """SPEC §6 entropy_adv: A ← A + min(alpha·H, |A|/kappa)."""
+
+    alpha: float = 0.4
+    kappa: float = 2.0
+
+    @classmethod
+    def parse(cls, key: str, raw: Mapping) -> EntropyAdvConfig:
+        _check_keys(key, raw, {f.name for f in fields(cls)})
+        d = {**asdict(cls()), **raw}
+        return cls(
+            alpha=_real(f"{key}.alpha", d["alpha"], low=0.0),
+            kappa=_real(f"{key}.kappa", d["kappa"], low=0.0, low_open=True),
+        )
+
+
+@dataclass(frozen=True)
+class ForkingTokensConfig:
+    """SPEC §6 forking_tokens / token_selection=batch_top: the top-rho fraction of the batch."""
+
+    rho: float = 0.2
+
+    @classmethod
+    def parse(cls, key: str, raw: Mapping) -> ForkingTokensConfig:
+        _check_keys(key, raw, {f.name for f in fields(cls)})
+        d = {**asdict(cls()), **raw}
+        return cls(rho=_real(f"{key}.rho", d["rho"], low=0.0, high=1.0, low_open=True))
+
+
+@dataclass(frozen=True)
+class ForkingReportConfig:
+    """High-entropy ("forking") token report, written by siren_verl.viz.tokens (0 = off)."""
+
+    every_n_steps: int = 0
+    top_n: int = 20
+    context: int = 8
+
+    @classmethod
+    def parse(cls, key: str, raw: Mapping) -> ForkingReportConfig:
+        _check_keys(key, raw, {f.name for f in fields(cls)})
+        d = {**asdict(cls()), **raw}
+        return cls(
+            every_n_steps=_int(f"{key}.every_n_steps", d["every_n_steps"], low=0),
+            top_n=_int(f"{key}.top_n", d["top_n"], low=1),
+            context=_int(f"{key}.context", d["context"], low=0),
+        )
+
+
+_SUBGROUPS = {
+    "aer": AERConfig,
+    "par": PARConfig,
+    "adaptive_target": AdaptiveTargetConfig,
+    "entropy_adv": EntropyAdvConfig,
+    "forking_tokens": ForkingTokensConfig,
+    "forking_report": ForkingReportConfig,
+}
+ABLATIONS = ("without_top_p", "without_peak_mask", "without_anchor", "token_first")
+
+
+# ---------------------------------------------------------------------------------------------
+# the group
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EntropyControlConfig:
+    """`entropy_control` as written by the user (parts / coef / agg_mode None = the preset's)."""
+
+    method: str = "none"
+    # parts (SPEC §6); None = the preset's value (see siren_verl.methods.presets)
+    entropy_measure: str | None = None
+    selection_measure: str | None = None
+    token_selection: str | None = None
+    regularizer: str | None = None
+    coef_schedule: str | None = None
+    token_weighting: str | None = None
+    advantage_shaping: str | None = None
+    pg_token_selection: str | None = None
+    policy_loss: str | None = None
+    # numbers
+    coef: float | None = None  # β / c; None = the preset's default
+    top_p: float = 0.8  # SPEC §1
+    boundary: str = "exclusive"  # SPEC §1
+    peak_quantile: float = 0.8  # SPEC §2 q
+    peak_upper_quantile: float | None = None  # SPEC §2 q_hi
+    anchor: float | None = None  # SPEC §3 H_0 fixed (None: measured at the first step)
+    agg_mode: str | None = None  # aggregation of the regularised entropy; None = the preset's
+    chunk_size: int | None = None  # tokens per chunk of the nucleus-entropy kernel
+    correct_threshold: float = 0.5  # a response is "correct" when its reward >= this (§4.3, §8)
+    # SPEC §3 ablations (shortcuts over the parts)
+    without_top_p: bool = False
+    without_peak_mask: bool = False
+    without_anchor: bool = False
+    token_first: bool = False
+    # per-method sub-groups
+    aer: AERConfig = field(default_factory=AERConfig)
+    par: PARConfig = field(default_factory=PARConfig)
+    adaptive_target: AdaptiveTargetConfig = field(default_factory=AdaptiveTargetConfig)
+    entropy_adv: EntropyAdvConfig = field(default_factory=EntropyAdvConfig)
+    forking_tokens: ForkingTokensConfig = field(default_factory=ForkingTokensConfig)
+    forking_report: ForkingReportConfig = field(default_factory=ForkingReportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_entropy_control(raw: Mapping | None, key: str = ROOT) -> EntropyControlConfig:
+    """Validate a plain mapping (the Hydra node as a dict) into an EntropyControlConfig."""
+    raw = dict(raw or {})
+    allowed = {f.name for f in fields(EntropyControlConfig)}
+    _check_keys(key, raw, allowed)
+    k = lambda name: f"{key}.{name}"  # noqa: E731
+    d = {**{f.name: getattr(EntropyControlConfig(), f.name) for f in fields(EntropyControlConfig)}, **raw}
+
+    method = d["method"]
+    if method not in METHODS:
+        raise ConfigError(f"{k('method')}={method!r}: unknown method; must be one of {', '.join(METHODS)}")
+    parts = {name: _choice(k(name), d[name], PARTS[name], allow_none=True) for name in PARTS}
+    peak_quantile = _real(k("peak_quantile"), d["peak_quantile"], low=0.0, high=1.0, high_open=True)
+    upper = _real(k("peak_upper_quantile"), d["peak_upper_quantile"], low=0.0, high=1.0, allow_none=True)
+    if upper is not None and upper <= peak_quantile:
+        raise ConfigError(
+            f"{k('peak_upper_quantile')}={upper!r}: must be null or in ({peak_quantile!r}, 1] "
+            f"(above {k('peak_quantile')})"
+        )
+    subgroups = {}
+    for name, cls in _SUBGROUPS.items():
+        sub = d[name]
+        if isinstance(sub, cls):
+            subgroups[name] = sub
+            continue
+        if sub is None:
+            sub = {}
+        if not isinstance(sub, Mapping):
+            raise ConfigError(f"{k(name)}={sub!r}: must be a group of keys ({', '.join(f.name for f in fields(cls))})")
+        subgroups[name] = cls.parse(k(name), sub)
+    return EntropyControlConfig(
+        method=method,
+        **parts,
+        coef=_real(k("coef"), d["coef"], low=0.0, allow_none=True),
+        top_p=_real(k("top_p"), d["top_p"], low=0.0, high=1.0, low_open=True),
+        boundary=_choice(k("boundary"), d["boundary"], BOUNDARIES),
+        peak_quantile=peak_quantile,
+        peak_upper_quantile=upper,
+        anchor=_real(k("anchor"), d["anchor"], low=0.0, allow_none=True),
+        agg_mode=_choice(k("agg_mode"), d["agg_mode"], AGG_MODES, allow_none=True),
+        chunk_size=_int(k("chunk_size"), d["chunk_size"], low=1, allow_none=True),
+        correct_threshold=_real(k("correct_threshold"), d["correct_threshold"]),
+        **{name: _bool(k(name), d[name]) for name in ABLATIONS},
+        **subgroups,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# resolution: preset + ablations + explicit parts -> MethodSpec
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MethodSpec:
+    """A resolved method: every part decided, the numbers it uses, the raw config kept."""
+
+    method: str
+    parts: dict[str, str]
+    coef: float
+    agg_mode: str  # may be "pg": the actor's loss_agg_mode (resolved in the glue)
+    config: EntropyControlConfig
+
+    def part(self, name: str) -> str:
+        return self.parts[name]
+
+    @property
+    def needs_nucleus(self) -> bool:
+        """The forward pass must compute nucleus entropies (regulariser or selection uses them)."""
+        if self.parts["regularizer"] == "none":
+            return False
+        return "nucleus" in (self.parts["entropy_measure"], self.parts["selection_measure"])
+
+    @property
+    def needs_loss(self) -> bool:
+        """The workers' loss must be replaced (a regulariser term is added to verl's ppo_loss)."""
+        return self.parts["regularizer"] != "none"
+
+    @property
+    def needs_siren_trainer(self) -> bool:
+        """Needs the driver-side step hooks (anything beyond verl's own loss modes)."""
+        p = self.parts
+        return (
+            self.needs_loss
+            or p["token_weighting"] != "none"
+            or p["advantage_shaping"] != "none"
+            or p["pg_token_selection"] != "all"
+        )
+
+    @property
+    def needs_anchor(self) -> bool:
+        return self.parts["regularizer"] == "anchored_square"
+
+    @property
+    def needs_logits_hook(self) -> bool:
+        """Needs the engine subclass (nucleus entropies or the full entropy with grad from logits)."""
+        return self.needs_loss
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k}={v}" for k, v in self.parts.items())
+        return f"{self.method}: {parts}, coef={self.coef}, agg_mode={self.agg_mode}"
+
+
+# ablation -> (part, value it sets, the part/value it requires)
+_ABLATION_RULES = {
+    "without_top_p": ({"entropy_measure": "full", "selection_measure": "full"}, ("entropy_measure", "nucleus")),
+    "token_first": ({"selection_measure": "full"}, ("entropy_measure", "nucleus")),
+    "without_peak_mask": ({"token_selection": "all"}, ("token_selection", "peak")),
+    "without_anchor": ({"regularizer": "bonus"}, ("regularizer", "anchored_square")),
+}
+
+
+def resolve(cfg: EntropyControlConfig, key: str = ROOT) -> MethodSpec:
+    """Preset parts, then the SPEC §3 ablation switches, then explicit part overrides; then the
+    combination checks. Raises ConfigError naming the keys involved."""
+    preset = PRESETS[cfg.method]
+    parts = dict(preset.parts)
+    explicit = {name: getattr(cfg, name) for name in PARTS if getattr(cfg, name) is not None}
+    parts.update(explicit)
+
+    for ablation, (sets, (req_part, req_value)) in _ABLATION_RULES.items():
+        if not getattr(cfg, ablation):
+            continue
+        if parts[req_part] != req_value:
+            raise ConfigError(
+                f"{key}.{ablation}=true: needs {key}.{req_part}={req_value} "
+                f"(method {cfg.method!r} resolves it to {parts[req_part]!r})"
+            )
+        for part, value in sets.items():
+            if part in explicit and explicit[part] != value:
+                raise ConfigError(
+                    f"{key}.{ablation}=true sets {key}.{part}={value}, "
+                    f"which contradicts {key}.{part}={explicit[part]}"
+                )
+        parts.update(sets)
+    if cfg.without_top_p and cfg.token_first:
+        raise ConfigError(
+            f"{key}.without_top_p=true and {key}.token_first=true: choose one "
+            "(without_top_p regularises the full entropy, token_first the nucleus entropy)"
+        )
+    if "selection_measure" not in explicit and not (cfg.without_top_p or cfg.token_first):
+        # by default a method ranks tokens by the entropy it regularises
+        parts["selection_measure"] = parts["entropy_measure"]
+
+    coef = preset.coef if cfg.coef is None else cfg.coef
+    agg_mode = preset.agg_mode if cfg.agg_mode is None else cfg.agg_mode
+    _check_combination(cfg, parts, agg_mode, key)
+    return MethodSpec(method=cfg.method, parts=parts, coef=coef, agg_mode=agg_mode, config=cfg)
+
+
+def _check_combination(cfg: EntropyControlConfig, parts: dict[str, str], agg_mode: str, key: str) -> None:
+    reg, sched = parts["regularizer"], parts["coef_schedule"]
+    if reg == "anchored_square":
+        if sched != "constant":
+            raise ConfigError(
+                f"{key}.coef_schedule={sched}: the anchored square (regularizer=anchored_square) "
+                "uses a constant coef; must be constant"
+            )
+        if agg_mode not in LOCAL_AGG_MODES:
+            raise ConfigError(
+                f"{key}.agg_mode={agg_mode}: with regularizer=anchored_square H̄ is aggregated per "
+                f"micro-batch; must be one of {', '.join(LOCAL_AGG_MODES)}"
+            )
+    if reg == "adaptive_target" and sched != "adaptive":
+        raise ConfigError(f"{key}.coef_schedule={sched}: regularizer=adaptive_target needs coef_schedule=adaptive")
+    if sched == "adaptive" and reg != "adaptive_target":
+        raise ConfigError(f"{key}.coef_schedule=adaptive: needs regularizer=adaptive_target (got {reg})")
+    if sched == "aer" and reg != "bonus":
+        raise ConfigError(f"{key}.coef_schedule=aer: AER's coefficient drives an entropy bonus; needs regularizer=bonus")
+    if sched == "aer" and not cfg.aer.anchored_target and cfg.aer.target is None:
+        raise ConfigError(
+            f"{key}.aer.anchored_target=false: then {key}.aer.target (a fixed H* in nats) must be set"
+        )
+    if reg == "none" and (cfg.coef is not None and cfg.coef != 0.0):
+        raise ConfigError(f"{key}.coef={cfg.coef}: method {cfg.method!r} has no entropy regulariser (regularizer=none)")
+    if reg != "none" and sched == "constant" and cfg.coef is None and PRESETS[cfg.method].parts["regularizer"] == "none":
+        raise ConfigError(
+            f"{key}.regularizer={reg}: set {key}.coef (method {cfg.method!r} has no default coefficient)"
+        )
+    if parts["token_selection"] == "batch_top" and reg == "none":
+        raise ConfigError(
+            f"{key}.token_selection=batch_top: selects the regulariser's tokens but regularizer=none; "
+            f"for the PG loss use {key}.pg_token_selection=batch_top"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# the verl settings a method depends on (checked on the driver at start-up)
+# ---------------------------------------------------------------------------------------------
+FUSED_KERNELS = "actor_rollout_ref.model.use_fused_kernels"
+LOSS_MODE = "actor_rollout_ref.actor.policy_loss.loss_mode"
+ENTROPY_COEFF = "actor_rollout_ref.actor.entropy_coeff"
+STRATEGY = "actor_rollout_ref.actor.strategy"
+BYPASS_MODE = "algorithm.rollout_correction.bypass_mode"
+DISTILLATION = "distillation.enabled"
+USE_V1 = "trainer.use_v1"
+TRAINER_MODE = "trainer.v1.trainer_mode"
+SIREN_TRAINER_MODE = "siren_sync"
+# loss modes that do not use verl's `rollout_is_weights` as a per-token factor of the surrogate
+_NO_TOKEN_WEIGHTS = ("geo_mean",)
+
+
+def check_trainer_settings(spec: MethodSpec, settings: Mapping[str, Any], key: str = ROOT) -> None:
+    """Refuse verl settings the resolved method cannot run with. `settings` maps the full verl key
+    (the constants above) to its value; errors name both keys."""
+    method = f"{key}.method={spec.method}"
+    if spec.needs_siren_trainer:
+        if not settings.get(USE_V1, True):
+            raise ConfigError(
+                f"{USE_V1}=False with {method}: siren-verl hooks verl's V1 trainer; set {USE_V1}=True "
+                "(the legacy trainer is not supported)"
+            )
+        if settings.get(TRAINER_MODE) != SIREN_TRAINER_MODE:
+            raise ConfigError(
+                f"{TRAINER_MODE}={settings.get(TRAINER_MODE)} with {method}: must be {SIREN_TRAINER_MODE} "
+                "(the synchronous trainer with siren-verl's step hooks; async trainers are not supported)"
+            )
+    if spec.needs_logits_hook:
+        if settings.get(FUSED_KERNELS, False):
+            raise ConfigError(
+                f"{FUSED_KERNELS}=True with {method}: fused kernels never materialise the logits the "
+                f"entropy regulariser needs; set {FUSED_KERNELS}=False"
+            )
+        if settings.get(STRATEGY) not in ("fsdp", "fsdp2"):
+            raise ConfigError(
+                f"{STRATEGY}={settings.get(STRATEGY)} with {method}: the logits hook exists for verl's "
+                "FSDP engine only; must be fsdp or fsdp2"
+            )
+        if float(settings.get(ENTROPY_COEFF, 0.0) or 0.0) != 0.0:
+            raise ConfigError(
+                f"{ENTROPY_COEFF}={settings.get(ENTROPY_COEFF)} with {method}: two entropy regularisers "
+                f"at once; set {ENTROPY_COEFF}=0 (the method's coefficient is {key}.coef)"
+            )
+        if settings.get(DISTILLATION, False):
+            raise ConfigError(f"{DISTILLATION}=True with {method}: the distillation loss cannot be combined")
+    loss_mode = settings.get(LOSS_MODE, "vanilla")
+    forced = spec.parts["policy_loss"]
+    if forced != "verl" and loss_mode not in ("vanilla", forced):
+        raise ConfigError(
+            f"{LOSS_MODE}={loss_mode} with {key}.policy_loss={forced} ({method}): "
+            f"the method uses verl's {forced} loss mode; leave {LOSS_MODE} at vanilla or set it to {forced}"
+        )
+    uses_token_weights = spec.parts["token_weighting"] != "none" or spec.parts["pg_token_selection"] != "all"
+    if uses_token_weights:
+        effective = forced if forced != "verl" else loss_mode
+        if effective in _NO_TOKEN_WEIGHTS:
+            raise ConfigError(
+                f"{LOSS_MODE}={effective} with {method}: this loss mode turns per-token weights into a "
+                "per-sequence geometric mean; PAR / forking-token weights need a per-token surrogate"
+            )
+        if settings.get(BYPASS_MODE, False):
+            raise ConfigError(
+                f"{BYPASS_MODE}=True with {method}: bypass mode ignores the rollout_is_weights channel "
+                "that carries the per-token weights"
+            )

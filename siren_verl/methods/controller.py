@@ -1,0 +1,300 @@
+"""Driver-side controller: once per training step, on the WHOLE global batch after the
+old-log-prob pass and the advantages, decide the step's values for the workers and the step's
+metrics (SPEC §7, §8). Workers hold no state; everything stateful lives here and is checkpointed
+(`state_dict()` / `load_state_dict()`, plain JSON types, restored bit-identically).
+
+Pure python/torch: no verl import. `siren_verl.verl_glue.trainer` fetches the batch fields from
+verl, calls `observe`, and sends the values to the workers with the batch.
+
+What a step produces (`StepValues`):
+* `scalars`    -> non-tensor metadata of the update pass: `coef` (β, α_k, effective c_k), `anchor` H_0.
+* `sample_coef`-> per-response coefficient α_{q(i)} (AER difficulty allocation, SPEC §4.3).
+* `token_mask` -> the batch-top-ρ tokens of the regulariser (token_selection=batch_top, SPEC §6).
+* `token_weights` -> per-token factor of the PG surrogate, sent through verl's `rollout_is_weights`
+  channel: PAR weights (SPEC §5) and/or the forking-token selection (SPEC §6).
+* `advantages` -> shaped advantages (entropy_adv, SPEC §6).
+* `metrics`    -> SPEC §8 step metrics (omitted when a method lacks the quantity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from siren_verl.methods.config import MethodSpec
+from siren_verl.methods.loss import RegularizerSpec, local_aggregate, select_tokens, valid_rows
+from siren_verl.methods.stats import step_statistics, token_mean
+
+STATE_VERSION = 1
+
+
+@dataclass
+class StepInputs:
+    """One step's global batch (real responses only; verl's synthetic padding rows removed)."""
+
+    response_mask: Tensor  # [B, T]
+    full_entropy: Tensor  # [B, T], old-log-prob pass
+    nucleus_entropy: Tensor | None = None  # [B, T], when the method computes it
+    nucleus_size: Tensor | None = None  # [B, T]
+    advantages: Tensor | None = None  # [B, T]
+    scores: Tensor | None = None  # [B] sequence reward
+    uids: list | None = None  # [B] prompt-group ids
+    step: int = 0  # 0-based training step (verl global_steps - 1)
+    epoch: int = 0  # 0-based epoch
+
+
+@dataclass
+class StepValues:
+    scalars: dict[str, float | None]
+    sample_coef: Tensor | None = None
+    token_mask: Tensor | None = None
+    token_weights: Tensor | None = None
+    advantages: Tensor | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def regularizer_spec(spec: MethodSpec, actor_agg_mode: str) -> RegularizerSpec:
+    """The workers' static view of the regulariser; `agg_mode=pg` resolves to the actor's mode."""
+    agg_mode = actor_agg_mode if spec.agg_mode == "pg" else spec.agg_mode
+    cfg = spec.config
+    return RegularizerSpec(
+        regularizer=spec.parts["regularizer"],
+        entropy_measure=spec.parts["entropy_measure"],
+        selection_measure=spec.parts["selection_measure"],
+        token_selection=spec.parts["token_selection"],
+        agg_mode=agg_mode,
+        peak_quantile=cfg.peak_quantile,
+        peak_upper_quantile=cfg.peak_upper_quantile,
+    )
+
+
+class EntropyController:
+    """The per-run state machine of one method (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: MethodSpec,
+        *,
+        actor_agg_mode: str = "token-mean",
+        total_steps: int | None = None,
+        total_epochs: int | None = None,
+    ):
+        from siren_verl.methods.parts import schedules
+
+        self.spec = spec
+        self.cfg = spec.config
+        self.reg_spec = regularizer_spec(spec, actor_agg_mode)
+        self.steps_observed = 0
+        self.anchor: float | None = self.cfg.anchor  # H_0
+        self.target: float | None = None  # H*
+        parts = spec.parts
+
+        self.coef_schedule = None
+        if parts["coef_schedule"] == "aer" and self.cfg.aer.dynamic_coef:
+            aer = self.cfg.aer
+            self.coef_schedule = schedules.AERGlobalCoefficient(
+                alpha0=aer.alpha0, eta=aer.eta, alpha_max=aer.alpha_max, target=None
+            )
+        elif parts["coef_schedule"] == "adaptive":
+            at = self.cfg.adaptive_target
+            self.coef_schedule = schedules.AdaptiveTargetCoefficient(c0=at.c0, delta=at.delta, target=None)
+
+        self.lambda_schedule = None
+        if parts["token_weighting"] == "par":
+            par = self.cfg.par
+            if par.schedule == "entropy_guided":
+                self.lambda_schedule = schedules.EntropyGuidedLambda(lambda0=par.lambda0, delta=par.delta, step=par.step)
+            elif par.schedule == "stage":
+                if total_steps is None:
+                    raise ValueError("entropy_control.par.schedule=stage: needs the run's total training steps")
+                self.lambda_schedule = schedules.StageLambda(total_steps=total_steps)
+            elif par.schedule == "epoch":
+                if total_epochs is None:
+                    raise ValueError("entropy_control.par.schedule=epoch: needs the run's total epochs")
+                self.lambda_schedule = schedules.EpochLambda(total_epochs=total_epochs)
+            else:
+                self.lambda_schedule = schedules.ConstantLambda(value=par.value)
+
+    # -----------------------------------------------------------------------------------------
+    @property
+    def needs_nucleus_stats(self) -> bool:
+        return self.spec.needs_nucleus
+
+    def _entropy(self, inputs: StepInputs, measure: str) -> Tensor:
+        if measure == "full":
+            return inputs.full_entropy
+        if inputs.nucleus_entropy is None:
+            raise ValueError(f"method {self.spec.method!r} uses the nucleus entropy but the step has none")
+        return inputs.nucleus_entropy
+
+    def _correct(self, inputs: StepInputs) -> Tensor | None:
+        if inputs.scores is None:
+            return None
+        return inputs.scores.detach().to(torch.float64) >= self.cfg.correct_threshold
+
+    def _batch_top(self, entropy: Tensor, response_mask: Tensor) -> Tensor:
+        from siren_verl.entropy import batch_top_fraction_mask
+
+        return batch_top_fraction_mask(entropy.detach(), response_mask.to(torch.bool), self.cfg.forking_tokens.rho)
+
+    # -----------------------------------------------------------------------------------------
+    def observe(self, inputs: StepInputs) -> StepValues:
+        """Decide this step's values (SPEC §3-§6) and compute its metrics (SPEC §8)."""
+        parts = self.spec.parts
+        mask = inputs.response_mask.to(torch.bool)
+        if mask.shape[0] == 0 or not bool(valid_rows(mask).any()):
+            raise ValueError("the step's batch holds no response token: nothing to measure")
+        values = StepValues(scalars={})
+        correct = self._correct(inputs)
+
+        # 1. advantage shaping first: PAR's weights depend on the final advantages' signs (SPEC §5, §6)
+        advantages = inputs.advantages
+        if parts["advantage_shaping"] == "entropy_adv":
+            from siren_verl.methods.parts import entropy_advantage_shaping
+
+            if advantages is None:
+                raise ValueError("advantage_shaping=entropy_adv: the step carries no advantages")
+            ea = self.cfg.entropy_adv
+            advantages = entropy_advantage_shaping(advantages, inputs.full_entropy, mask, alpha=ea.alpha, kappa=ea.kappa)
+            values.advantages = advantages
+
+        values.metrics.update(
+            step_statistics(
+                inputs.full_entropy,
+                mask,
+                nucleus_entropy=inputs.nucleus_entropy,
+                nucleus_size=inputs.nucleus_size,
+                advantages=advantages,
+                correct=correct,
+            )
+        )
+        full_mean = token_mean(inputs.full_entropy, mask)
+
+        # 2. the regulariser's token mask (batch top-ρ is a whole-batch quantity: driver side)
+        if parts["regularizer"] != "none" and parts["token_selection"] == "batch_top":
+            values.token_mask = self._batch_top(self._entropy(inputs, parts["selection_measure"]), mask)
+
+        # 3. anchor / target / coefficient
+        reg = parts["regularizer"]
+        if reg != "none":
+            reg_entropy = self._entropy(inputs, parts["entropy_measure"])
+            h_k = token_mean(reg_entropy, mask)  # the step's token-mean entropy H_k
+            if self.anchor is None and self.steps_observed == 0:
+                self.anchor = self._measure_anchor(inputs, values.token_mask)
+            if self.anchor is None:
+                raise ValueError(
+                    "no anchor H_0: it is measured at the first step; a restored controller must carry it"
+                )
+            values.metrics["entropy/anchor"] = self.anchor
+            coef = self._coefficient(inputs, h_k, correct, values)
+            values.scalars["coef"] = coef
+            values.scalars["anchor"] = self.anchor if reg == "anchored_square" else None
+            values.metrics["entropy/coef"] = coef
+            if self.target is not None:
+                values.metrics["entropy/target"] = self.target
+
+        # 4. token weights on the PG surrogate: PAR (SPEC §5), forking tokens (SPEC §6)
+        weights = None
+        if self.lambda_schedule is not None:
+            from siren_verl.methods.parts import positive_advantage_weights
+
+            if advantages is None:
+                raise ValueError("token_weighting=par: the step carries no advantages")
+            lam = self.lambda_schedule.observe(entropy=full_mean, step=inputs.step, epoch=inputs.epoch)
+            weights = positive_advantage_weights(advantages, mask, lam)
+            values.metrics["entropy/pos_adv_weight"] = lam
+        if parts["pg_token_selection"] == "batch_top":
+            selected = self._batch_top(inputs.full_entropy, mask) & mask
+            n_selected = int(selected.sum())
+            # the 80/20 rule averages the PG loss over the SELECTED tokens; verl normalises by all
+            # response tokens, so the selected tokens get N_all / N_selected (exact for token-mean)
+            scale = int(mask.sum()) / max(1, n_selected)
+            forking = selected.to(inputs.full_entropy.dtype) * scale
+            weights = forking if weights is None else weights * forking
+            values.metrics["entropy/selected_frac"] = n_selected / max(1, int(mask.sum()))
+            if n_selected:
+                values.metrics["entropy/selected_mean"] = token_mean(inputs.full_entropy, selected)
+        values.token_weights = weights
+
+        self.steps_observed += 1
+        return values
+
+    def _measure_anchor(self, inputs: StepInputs, token_mask: Tensor | None) -> float:
+        """H_0 at the first step, on the whole global batch, without gradient (SPEC §3, §4.1, §6)."""
+        parts = self.spec.parts
+        mask = inputs.response_mask.to(torch.bool)
+        reg_entropy = self._entropy(inputs, parts["entropy_measure"])
+        if parts["regularizer"] == "anchored_square":
+            # the same p, q and aggregation as the loss (SPEC §3)
+            sel = select_tokens(self.reg_spec, self._entropy(inputs, parts["selection_measure"]), mask, token_mask)
+            return float(local_aggregate(reg_entropy.detach().to(torch.float64), sel, mask, self.reg_spec.agg_mode))
+        # AER / adaptive target: the token-mean entropy of the first rollout batch (SPEC §4.1)
+        return float(token_mean(reg_entropy, mask))
+
+    def _coefficient(self, inputs: StepInputs, h_k: float, correct: Tensor | None, values: StepValues) -> float:
+        parts = self.spec.parts
+        schedule = parts["coef_schedule"]
+        if schedule == "constant":
+            return float(self.spec.coef)
+        if schedule == "aer":
+            aer = self.cfg.aer
+            self.target = aer.rho_target * self.anchor if aer.anchored_target else aer.target  # SPEC §4.1
+            alpha_k = (
+                self.coef_schedule.observe(entropy=h_k, target=self.target)
+                if self.coef_schedule is not None
+                else aer.alpha0
+            )
+            if aer.difficulty != "none":  # SPEC §4.3
+                from siren_verl.methods.parts import per_sample_coefficients
+
+                if correct is None or inputs.uids is None:
+                    raise ValueError("entropy_control.aer.difficulty: needs the step's rewards and prompt uids")
+                values.sample_coef = per_sample_coefficients(
+                    alpha_k, inputs.uids, correct, mode=aer.difficulty, rho_hard=aer.rho_hard
+                )
+            return float(alpha_k)
+        if schedule == "adaptive":
+            at = self.cfg.adaptive_target
+            self.target = at.target if at.target is not None else at.anchor_ratio * self.anchor
+            return float(self.coef_schedule.observe(entropy=h_k, target=self.target))
+        raise ValueError(f"coef_schedule={schedule!r}: unknown")
+
+    # -----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "method": self.spec.method,
+            "parts": dict(self.spec.parts),
+            "steps_observed": self.steps_observed,
+            "anchor": self.anchor,
+            "target": self.target,
+            "coef_schedule": None if self.coef_schedule is None else self.coef_schedule.state_dict(),
+            "lambda_schedule": None if self.lambda_schedule is None else self.lambda_schedule.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"controller state: unsupported version {state.get('version') if isinstance(state, dict) else state!r}")
+        if state["method"] != self.spec.method or state["parts"] != dict(self.spec.parts):
+            raise ValueError(
+                f"controller state: saved for method {state['method']!r} with parts {state['parts']}, "
+                f"but this run is {self.spec.method!r} with parts {dict(self.spec.parts)}; "
+                "resume with the same entropy_control settings"
+            )
+        for name in ("coef_schedule", "lambda_schedule"):
+            mine = getattr(self, name)
+            if (mine is None) != (state[name] is None):
+                raise ValueError(f"controller state: {name} present in only one of the saved state and this run")
+            if mine is not None:
+                mine.load_state_dict(state[name])
+        self.steps_observed = int(state["steps_observed"])
+        self.anchor = None if state["anchor"] is None else float(state["anchor"])
+        self.target = None if state["target"] is None else float(state["target"])
+        if self.cfg.anchor is not None and self.anchor != self.cfg.anchor:
+            raise ValueError(
+                f"entropy_control.anchor={self.cfg.anchor}: the checkpoint's anchor is {self.anchor}; "
+                "the anchor cannot change on resume"
+            )

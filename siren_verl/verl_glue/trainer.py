@@ -1,0 +1,390 @@
+"""The driver-side hooks: verl's synchronous V1 trainer plus siren-verl's controller.
+
+`siren_sync` (registered with `verl.trainer.ppo.v1.register_trainer`, selected by
+`trainer.v1.trainer_mode=siren_sync` in siren_trainer.yaml) is verl's `PPOTrainerSync` with:
+
+* start-up: the `entropy_control` group validated again (the driver already did) and checked
+  against the verl settings; every actor worker asked (a Ray `__ray_call__`) whether the plugin is
+  registered there and its engine is siren-verl's; the loss replaced through verl's
+  `set_loss_fn` when the method adds a regulariser;
+* `_compute_old_log_prob`: asks the engine for nucleus entropies when the method uses them;
+* `_update_actor` (after advantages): fetches the whole global batch's entropies, advantages,
+  rewards and uids from TransferQueue, runs `EntropyController.observe`, writes the per-sample /
+  per-token values back (extra batch fields), sends the scalars as batch metadata, logs SPEC §8;
+* `_save_checkpoint` / `_load_checkpoint`: the controller state beside verl's checkpoint
+  (`global_step_N/entropy_control.json`, written atomically BEFORE verl marks the step as the
+  latest checkpoint, so a run killed mid-save resumes from a complete previous step).
+
+verl keys its sync/async behaviour on `trainer.v1.trainer_mode == "sync"` (replay buffer, TQ
+checkpointing); this trainer is the sync trainer, so it sets that key back to "sync" once verl has
+picked the class by name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+
+import torch
+
+from siren_verl.methods.config import (
+    ROOT,
+    SIREN_TRAINER_MODE,
+    MethodSpec,
+    check_trainer_settings,
+    parse_entropy_control,
+    resolve,
+)
+from siren_verl.verl_glue._import_hooks import after_import
+from siren_verl.verl_glue.engine import NUCLEUS_ENTROPY, NUCLEUS_SIZE, SIREN_ENTROPY_KEY
+from siren_verl.verl_glue.loss import SAMPLE_COEF, SIREN_STEP_KEY, TOKEN_MASK
+
+logger = logging.getLogger(__name__)
+STATE_FILE = "entropy_control.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# config helpers (driver and TaskRunner)
+# ---------------------------------------------------------------------------------------------
+def method_spec_from_config(config) -> MethodSpec:
+    """Parse and resolve `entropy_control` from verl's full (OmegaConf) config."""
+    from omegaconf import OmegaConf
+
+    node = config.get(ROOT) if hasattr(config, "get") else None
+    raw = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    return resolve(parse_entropy_control(raw))
+
+
+def trainer_settings(config) -> dict:
+    """The verl settings `check_trainer_settings` looks at, by full key."""
+    from omegaconf import OmegaConf
+
+    from siren_verl.methods import config as mc
+
+    def sel(key, default=None):
+        value = OmegaConf.select(config, key, default=default)
+        return default if value is None else value
+
+    distillation = config.get("distillation") if hasattr(config, "get") else None
+    try:
+        from verl.trainer.distillation import is_distillation_enabled
+
+        distill = bool(is_distillation_enabled(distillation))
+    except ImportError:  # pragma: no cover - verl layout change
+        distill = bool(sel("distillation.enabled", False))
+    return {
+        mc.FUSED_KERNELS: bool(sel(mc.FUSED_KERNELS, False)),
+        mc.LOSS_MODE: sel(mc.LOSS_MODE, "vanilla"),
+        mc.ENTROPY_COEFF: float(sel(mc.ENTROPY_COEFF, 0.0)),
+        mc.STRATEGY: sel(mc.STRATEGY, "fsdp"),
+        mc.BYPASS_MODE: bool(sel(mc.BYPASS_MODE, False)),
+        mc.DISTILLATION: distill,
+        mc.USE_V1: bool(sel(mc.USE_V1, True)),
+        mc.TRAINER_MODE: sel(mc.TRAINER_MODE, "sync"),
+    }
+
+
+def nucleus_request(spec: MethodSpec) -> dict:
+    cfg = spec.config
+    return {"top_p": cfg.top_p, "boundary": cfg.boundary, "chunk_size": cfg.chunk_size}
+
+
+# ---------------------------------------------------------------------------------------------
+# start-up check of the workers (verl swallows entry-point errors)
+# ---------------------------------------------------------------------------------------------
+def probe_worker(worker_dict_actor) -> dict:
+    """Runs INSIDE a Ray worker (via `__ray_call__`): is the plugin registered, which engine?"""
+    import sys
+
+    plugin = sys.modules.get("siren_verl.verl_glue.plugin")
+    engines = {}
+    for name, worker in getattr(worker_dict_actor, "worker_dict", {"worker": worker_dict_actor}).items():
+        actor = getattr(worker, "actor", None)
+        engine = getattr(actor, "engine", None)
+        if engine is not None:
+            engines[name] = (type(engine).__name__, bool(getattr(engine, "siren_verl_engine", False)))
+    return {
+        "plugin_registered": bool(plugin is not None and plugin.is_registered()),
+        "engines": engines,
+        "pid": os.getpid(),
+    }
+
+
+def verify_workers(worker_group, spec: MethodSpec) -> list[dict]:
+    import ray
+
+    handles = getattr(worker_group, "_workers", [])
+    reports = ray.get([h.__ray_call__.remote(probe_worker) for h in handles])
+    for rank, report in enumerate(reports):
+        if not report["plugin_registered"]:
+            raise RuntimeError(
+                f"siren-verl: the plugin is not registered in actor worker rank {rank} (pid {report['pid']}): "
+                "verl loads it through the `verl.plugins` entry point and swallows load errors. Install "
+                "siren-verl in the workers' Python environment and do not set VERL_USE_EXTERNAL_PLUGINS=none; "
+                f"{ROOT}.method={spec.method} cannot run without it"
+            )
+        if spec.needs_logits_hook:
+            bad = {k: v[0] for k, v in report["engines"].items() if not v[1]}
+            if bad or not report["engines"]:
+                raise RuntimeError(
+                    f"siren-verl: actor worker rank {rank} runs engine {bad or 'none'}, not siren-verl's "
+                    f"SirenFSDPEngineWithLMHead; {ROOT}.method={spec.method} needs the logits hook "
+                    "(strategy fsdp/fsdp2 on a cpu/cuda/npu platform)"
+                )
+    return reports
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint file
+# ---------------------------------------------------------------------------------------------
+def write_state_atomically(path: str, state: dict) -> None:
+    """JSON to a temp file in the same folder, fsync, rename: a reader sees the old file or the new."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".entropy_control.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_state(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def resume_folder(config) -> str | None:
+    """The `global_step_N` folder verl's `_load_checkpoint` resumes from (same rules), or None."""
+    from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
+
+    mode = config.trainer.resume_mode
+    if mode == "disable":
+        return None
+    if mode == "auto":
+        folder = config.trainer.default_local_dir
+        if not os.path.isabs(folder):
+            folder = os.path.join(os.getcwd(), folder)
+        return find_latest_ckpt_path(folder)
+    if mode == "resume_path":
+        folder = config.trainer.resume_from_path
+        return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# batch helpers (TransferQueue <-> padded tensors)
+# ---------------------------------------------------------------------------------------------
+def _padded(td, key):
+    value = td[key]
+    if isinstance(value, torch.Tensor) and value.is_nested:
+        return torch.nested.to_padded_tensor(value, 0.0)
+    return value
+
+
+def _real_rows(batch) -> torch.Tensor:
+    return torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+# ---------------------------------------------------------------------------------------------
+def _make_trainer_class():
+    import transfer_queue as tq
+    from omegaconf import open_dict
+    from tensordict import TensorDict
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+    from verl.workers.utils.padding import response_from_nested, response_to_nested
+
+    from siren_verl.methods.controller import EntropyController, StepInputs
+
+    class SirenPPOTrainerSync(PPOTrainerSync):
+        """verl's synchronous V1 trainer + the entropy-control step hooks (module docstring)."""
+
+        def __init__(self, config):
+            self.entropy_spec = method_spec_from_config(config)
+            settings = trainer_settings(config)
+            settings["trainer.v1.trainer_mode"] = SIREN_TRAINER_MODE  # verl chose this class by that name
+            check_trainer_settings(self.entropy_spec, settings)
+            with open_dict(config):
+                config.trainer.v1.trainer_mode = "sync"  # see the module docstring
+                if self.entropy_spec.needs_loss:
+                    # full entropy with grad in the update pass (the regulariser, or the in-place
+                    # cross-entropy guard of the nucleus hook, see verl_glue/engine.py)
+                    config.actor_rollout_ref.actor.calculate_entropy = True
+                forced = self.entropy_spec.parts["policy_loss"]
+                if forced != "verl":
+                    config.actor_rollout_ref.actor.policy_loss.loss_mode = forced
+            self.entropy_controller = None
+            super().__init__(config)
+
+        # ---- set-up ------------------------------------------------------------------------
+        def _init_dataloader(self):
+            super()._init_dataloader()
+            self.entropy_controller = EntropyController(
+                self.entropy_spec,
+                actor_agg_mode=self.config.actor_rollout_ref.actor.loss_agg_mode,
+                total_steps=self.total_training_steps,
+                total_epochs=self.config.trainer.total_epochs,
+            )
+
+        def _setup(self):
+            super()._setup()
+            spec = self.entropy_spec
+            reports = verify_workers(self.actor_rollout_wg, spec)
+            logger.info("siren-verl: %s; workers %s", spec.summary(), reports)
+            print(f"[siren-verl] entropy_control: {spec.summary()}", flush=True)
+            if spec.needs_loss:
+                self.actor_rollout_wg.set_loss_fn(self._build_loss())
+
+        def _build_loss(self):
+            from verl.utils.config import omega_conf_to_dataclass
+
+            from siren_verl.methods.controller import regularizer_spec
+            from siren_verl.verl_glue.loss import SirenPPOLoss
+
+            actor_config = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
+            reg_spec = regularizer_spec(self.entropy_spec, self.config.actor_rollout_ref.actor.loss_agg_mode)
+            return SirenPPOLoss(actor_config, reg_spec)
+
+        # ---- step hooks --------------------------------------------------------------------
+        def _compute_old_log_prob(self, batch, metrics):
+            if self.entropy_spec.needs_nucleus:
+                batch.extra_info[SIREN_ENTROPY_KEY] = nucleus_request(self.entropy_spec)
+            batch = super()._compute_old_log_prob(batch, metrics)
+            batch.extra_info.pop(SIREN_ENTROPY_KEY, None)
+            return batch
+
+        def _update_actor(self, batch, metrics):
+            batch = self._observe_step(batch, metrics)
+            spec = self.entropy_spec
+            if spec.needs_loss:
+                batch.extra_info[SIREN_STEP_KEY] = dict(self._step_scalars)
+                if spec.needs_nucleus:
+                    batch.extra_info[SIREN_ENTROPY_KEY] = nucleus_request(spec)
+            actor_metrics = {}
+            batch = super()._update_actor(batch, actor_metrics)
+            for key, value in actor_metrics.items():
+                # the loss logs SPEC §8 names; verl prefixes every update metric with "actor/"
+                metrics[key[len("actor/") :] if key.startswith("actor/entropy/") else key] = value
+            for key in (SIREN_STEP_KEY, SIREN_ENTROPY_KEY):
+                batch.extra_info.pop(key, None)
+            return batch
+
+        def _observe_step(self, batch, metrics):
+            spec = self.entropy_spec
+            fields = ["response_mask", "entropy", "advantages", "rm_scores", "uid"]
+            if spec.needs_nucleus:
+                fields += [NUCLEUS_ENTROPY, NUCLEUS_SIZE]
+            present = set(batch.fields or [])
+            if "rollout_is_weights" in present:
+                fields.append("rollout_is_weights")
+            data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+            response_mask_nested = data["response_mask"]
+            real = _real_rows(batch)
+
+            def response_level(key):
+                return _padded(data, key).float()
+
+            mask = response_level("response_mask").bool()
+            full = response_level("entropy")
+            advantages = response_level("advantages")
+            scores = response_level("rm_scores").sum(dim=-1)
+            nucleus = size = None
+            if spec.needs_nucleus:
+                # the engine's outputs cover prompt + response: cut the response part like verl does
+                nucleus = torch.nested.to_padded_tensor(
+                    response_from_nested(data[NUCLEUS_ENTROPY], response_mask_nested), 0.0
+                ).float()
+                size = torch.nested.to_padded_tensor(
+                    response_from_nested(data[NUCLEUS_SIZE], response_mask_nested), 0.0
+                ).float()
+            uids = list(data["uid"].tolist()) if "uid" in data.keys() else None
+            idx = real.nonzero().squeeze(-1)
+            step = int(self.global_steps) - 1
+            inputs = StepInputs(
+                response_mask=mask[idx],
+                full_entropy=full[idx],
+                nucleus_entropy=None if nucleus is None else nucleus[idx],
+                nucleus_size=None if size is None else size[idx],
+                advantages=advantages[idx],
+                scores=scores[idx],
+                uids=None if uids is None else [uids[i] for i in idx.tolist()],
+                step=step,
+                epoch=step // max(1, int(getattr(self, "steps_per_epoch", 1) or 1)),
+            )
+            values = self.entropy_controller.observe(inputs)
+            self._step_scalars = values.scalars
+            metrics.update(values.metrics)
+
+            def full_rows(rows_value, fill=0.0):
+                out = torch.full((len(batch),) + tuple(rows_value.shape[1:]), fill, dtype=rows_value.dtype)
+                out[idx] = rows_value
+                return out
+
+            put = {}
+            if values.advantages is not None:
+                shaped = advantages.clone()
+                shaped[idx] = values.advantages.to(shaped.dtype)
+                put["advantages"] = response_to_nested(shaped, response_mask_nested)
+            if values.token_weights is not None:
+                weights = full_rows(values.token_weights.float(), 1.0)
+                if "rollout_is_weights" in data.keys():
+                    weights = weights * response_level("rollout_is_weights")
+                put["rollout_is_weights"] = response_to_nested(weights, response_mask_nested)
+            if values.sample_coef is not None:
+                put[SAMPLE_COEF] = full_rows(values.sample_coef.float())
+            if values.token_mask is not None:
+                put[TOKEN_MASK] = response_to_nested(full_rows(values.token_mask.float()), response_mask_nested)
+            if put:
+                batch_out = tq.kv_batch_put(
+                    keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(put, batch_size=len(batch))
+                )
+                batch_out.extra_info = dict(batch.extra_info)
+                batch = batch_out
+            return batch
+
+        # ---- checkpoint --------------------------------------------------------------------
+        def _save_checkpoint(self):
+            folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+            # before verl writes latest_checkpointed_iteration.txt (at the end of its save)
+            write_state_atomically(os.path.join(folder, STATE_FILE), self.entropy_controller.state_dict())
+            super()._save_checkpoint()
+
+        def _load_checkpoint(self):
+            super()._load_checkpoint()
+            if self.global_steps <= 0:
+                return
+            folder = resume_folder(self.config)
+            path = os.path.join(folder, STATE_FILE) if folder else None
+            if path is None or not os.path.exists(path):
+                raise RuntimeError(
+                    f"siren-verl: resuming from {folder} but it holds no {STATE_FILE} (the entropy-control "
+                    "state: anchor, schedules); it was not written by siren-verl's trainer. Start a new "
+                    "run (trainer.resume_mode=disable) or resume from a siren-verl checkpoint"
+                )
+            self.entropy_controller.load_state_dict(read_state(path))
+            print(f"[siren-verl] restored entropy-control state from {path}", flush=True)
+
+    SirenPPOTrainerSync.__module__ = __name__
+    return SirenPPOTrainerSync
+
+
+def register_siren_trainer() -> None:
+    """Register `siren_sync` with verl's V1 trainer registry once that package is imported."""
+
+    def _register(v1_package) -> None:
+        if SIREN_TRAINER_MODE in getattr(v1_package.trainer_base, "TRAINER_REGISTRY", {}):
+            return
+        cls = _make_trainer_class()
+        globals()["SirenPPOTrainerSync"] = cls
+        v1_package.register_trainer(SIREN_TRAINER_MODE)(cls)
+
+    after_import("verl.trainer.ppo.v1", _register)
