@@ -2,9 +2,9 @@
 # Clip-Cov (SPEC §6 `clip_cov`): verl 0.9.1's own policy loss, passed through unchanged. It detaches
 # the gradient of a random 2e-4 fraction of the tokens whose advantage/log-prob covariance lies in
 # (1, 5). Paper setting ("The Entropy Mechanism of RL for Reasoning LMs", verl's recipe/entropy):
-# GRPO mean/std advantages, token-mean, 256 prompts x 8 responses, mini-batch 32 prompts, lr 1e-6,
-# no warm-up, no weight decay, PPO clip range 1/1 (Clip-Cov replaces the usual clipping),
-# validation greedy.
+# DAPO-Math-17k, GRPO mean/std advantages, token-mean, 256 prompts x 8 responses, mini-batch 32
+# prompts, lr 1e-6, no warm-up, no weight decay, PPO clip range 1/1 (Clip-Cov replaces the usual
+# clipping), validation greedy.
 #
 # Lengths: the paper used prompt/response 2048/8192 on Qwen2.5-7B. Qwen2.5-Math-7B has a
 # 4096-position window (max_position_embeddings in its config.json), so this recipe keeps the
@@ -18,6 +18,7 @@ set -euo pipefail
 # shellcheck source=recipes/qwen2.5-math-7b/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+TRAIN_SET=dapo_math_17k      # the paper trained with verl's DAPO recipe on DAPO-Math
 NORM_ADV_BY_STD=True
 LOSS_AGG_MODE=token-mean
 CLIP_RATIO_LOW=1.0

@@ -2,8 +2,9 @@
 # KL-Cov (SPEC §6 `kl_cov`): verl 0.9.1's own policy loss, passed through unchanged. It adds
 # ppo_kl_coef · |log π − log π_old| on the top 2e-3 fraction of tokens by advantage/log-prob
 # covariance. Paper setting ("The Entropy Mechanism of RL for Reasoning LMs", verl's recipe/entropy):
-# GRPO mean/std advantages, token-mean, 256 prompts x 8 responses, mini-batch 32 prompts, lr 1e-6,
-# no warm-up, no weight decay, clip 0.2/0.2, kl_cov ratio 2e-3, coefficient 1, validation greedy.
+# DAPO-Math-17k, GRPO mean/std advantages, token-mean, 256 prompts x 8 responses, mini-batch 32
+# prompts, lr 1e-6, no warm-up, no weight decay, clip 0.2/0.2, kl_cov ratio 2e-3, coefficient 1,
+# validation greedy.
 #
 # Lengths: the paper used prompt/response 2048/8192 on Qwen2.5-7B. Qwen2.5-Math-7B has a
 # 4096-position window (max_position_embeddings in its config.json), so this recipe keeps the
@@ -17,6 +18,7 @@ set -euo pipefail
 # shellcheck source=recipes/qwen2.5-math-7b/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+TRAIN_SET=dapo_math_17k      # the paper trained with verl's DAPO recipe on DAPO-Math
 NORM_ADV_BY_STD=True
 LOSS_AGG_MODE=token-mean
 CLIP_RATIO_LOW=0.2

@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
@@ -37,16 +36,22 @@ SHAPES = [("7b", 1, 8), ("7b", 2, 8), ("7b", 4, 8), ("1.5b", 1, 8), ("1.5b", 1, 
 
 
 def compose_overrides(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(config_name="siren_trainer", overrides=overrides)
+    """The composition `python -m siren_verl.main` does (siren_trainer.yaml + the overrides)."""
+    from siren_verl.main import compose_config
+
+    config = compose_config(list(overrides))
+    assert Path(CONFIG_DIR, "siren_trainer.yaml").is_file()
+    return config
 
 
 def validate_plugin(config) -> None:
-    """The plugin's start-up validation of `entropy_control` (raises ConfigError on a bad value)."""
-    from siren_verl.methods.config import parse_entropy_control, resolve
+    """The plugin's start-up validation: `entropy_control` parsed and resolved to a method, and its
+    combination with the verl settings (raises ConfigError naming the key)."""
+    from siren_verl.methods.config import check_trainer_settings
+    from siren_verl.verl_glue.trainer import method_spec_from_config, trainer_settings
 
-    raw = OmegaConf.to_container(config.entropy_control, resolve=True)
-    resolve(parse_entropy_control(raw))
+    spec = method_spec_from_config(config)
+    check_trainer_settings(spec, trainer_settings(config))
 
 
 def validate_verl(config) -> None:
@@ -164,6 +169,7 @@ COV = {
     "actor_rollout_ref.rollout.val_kwargs.do_sample": False,
     "actor_rollout_ref.rollout.val_kwargs.temperature": 1.0,
     "actor_rollout_ref.rollout.val_kwargs.top_p": 1.0,
+    "actor_rollout_ref.rollout.val_kwargs.n": 1,
 }
 EXPECTED = {
     "grpo": {**DR_GRPO, "entropy_control.method": "none"},
