@@ -250,6 +250,20 @@ launch() {
         return 0
     fi
 
+    # Fail here, not minutes later inside Ray: the data and a local model must exist (the paths
+    # must be the same on every node: a shared filesystem).
+    local file
+    for file in "${train_files[@]}" "${val_files[@]}"; do
+        if [[ $file != *://* && ! -f $file ]]; then   # hdfs://... and the like: verl copies them
+            echo "data file not found: $file (run: siren-verl prepare-data, or set DATA_DIR / TRAIN_FILES / VAL_FILES)" >&2
+            return 2
+        fi
+    done
+    if [[ $MODEL_PATH == /* || $MODEL_PATH == .* ]] && [[ ! -d $MODEL_PATH ]]; then
+        echo "MODEL_PATH=$MODEL_PATH: no such directory (a local checkpoint, or a Hugging Face id)" >&2
+        return 2
+    fi
+
     mkdir -p "$run_dir"
     # verl's file logger opens its file with "wb": keep the metrics of an earlier launch of this
     # run (a resume) under a dated name instead of letting them be overwritten.

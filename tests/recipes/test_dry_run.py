@@ -195,13 +195,27 @@ PY
 """
 
 
-def test_a_real_launch_executes_exactly_the_dry_run_command(recipes, tmp_path):
+def _make_data(run) -> None:
+    """Empty stand-ins for the parquet files a dry run names (a real launch checks they exist)."""
+    for key in ("data.train_files", "data.val_files"):
+        for path in json.loads(run.value(key)):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).touch()
+
+
+def _stub(tmp_path) -> Path:
     stub = tmp_path / "python-stub"
     stub.write_text(STUB)
     stub.chmod(0o755)
+    return stub
+
+
+def test_a_real_launch_executes_exactly_the_dry_run_command(recipes, tmp_path):
+    stub = _stub(tmp_path)
     out = tmp_path / "stub.json"
     args = ("entropy_control.coef=0.01",)
     planned = recipes.dry_run(recipes.script("siren"), *args, PYTHON=str(stub))
+    _make_data(planned)
     proc = recipes.run(recipes.script("siren"), *args, PYTHON=str(stub), STUB_OUT=str(out))
     assert proc.returncode == 0, proc.stderr
     record = json.loads(out.read_text())
@@ -212,11 +226,10 @@ def test_a_real_launch_executes_exactly_the_dry_run_command(recipes, tmp_path):
 
 
 def test_a_relaunch_keeps_the_earlier_metrics_file(recipes, tmp_path):
-    stub = tmp_path / "python-stub"
-    stub.write_text(STUB)
-    stub.chmod(0o755)
-    env = {"PYTHON": str(stub), "STUB_OUT": str(tmp_path / "stub.json")}
-    run_dir = Path(recipes.dry_run(recipes.script("grpo"), **env).value("trainer.default_local_dir"))
+    env = {"PYTHON": str(_stub(tmp_path)), "STUB_OUT": str(tmp_path / "stub.json")}
+    planned = recipes.dry_run(recipes.script("grpo"), **env)
+    _make_data(planned)
+    run_dir = Path(planned.value("trainer.default_local_dir"))
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.jsonl").write_text('{"step": 1, "data": {"a": 1.0}}\n')
     assert recipes.run(recipes.script("grpo"), **env).returncode == 0
@@ -224,3 +237,24 @@ def test_a_relaunch_keeps_the_earlier_metrics_file(recipes, tmp_path):
     assert len(kept) == 1
     assert kept[0].read_text() == '{"step": 1, "data": {"a": 1.0}}\n'
     assert not (run_dir / "metrics.jsonl").exists()  # verl's file logger creates it afresh
+
+
+def test_a_real_launch_refuses_missing_data_or_model_before_starting(recipes, tmp_path):
+    env = {"PYTHON": str(_stub(tmp_path)), "STUB_OUT": str(tmp_path / "stub.json")}
+    proc = recipes.run(recipes.script("siren"), **env)
+    assert proc.returncode == 2
+    assert f"data file not found: {recipes.root}/data/openr1_math_46k.parquet" in proc.stderr
+    assert not (tmp_path / "stub.json").exists()  # training never started
+
+    _make_data(recipes.dry_run(recipes.script("siren")))
+    proc = recipes.run(recipes.script("siren"), MODEL_PATH=str(tmp_path / "no-model"), **env)
+    assert proc.returncode == 2
+    assert f"MODEL_PATH={tmp_path}/no-model: no such directory" in proc.stderr
+    assert not (tmp_path / "stub.json").exists()
+
+    (tmp_path / "model").mkdir()
+    assert recipes.run(recipes.script("siren"), MODEL_PATH=str(tmp_path / "model"), **env).returncode == 0
+    assert (tmp_path / "stub.json").exists()
+    # remote paths are verl's to fetch: not checked here
+    remote = {"TRAIN_FILES": "hdfs://nn/train.parquet", "VAL_FILES": "hdfs://nn/val.parquet"}
+    assert recipes.run(recipes.script("siren"), **remote, **env).returncode == 0
