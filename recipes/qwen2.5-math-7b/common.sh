@@ -92,13 +92,6 @@ _shell_quote() {   # quote one word for a copy-pasteable command line, only when
     fi
 }
 
-_default_files() {   # the data files of this recipe, as "TRAIN<TAB>VAL1,VAL2,..."
-    local val=() name
-    for name in "${VAL_SETS[@]}"; do val+=("$DATA_DIR/$name.parquet"); done
-    local IFS=,
-    printf '%s\t%s' "$DATA_DIR/$TRAIN_SET.parquet" "${val[*]}"
-}
-
 launch() {
     local method=$1
     shift
@@ -130,13 +123,17 @@ launch() {
 
     local exp_name=${EXP_NAME:-$method-qwen2.5-math-$MODEL_SIZE}
     local run_dir=$CKPT_DIR/$PROJECT/$exp_name
-    local defaults train_csv val_csv
-    defaults=$(_default_files)
-    train_csv=${TRAIN_FILES:-${defaults%%$'\t'*}}
-    val_csv=${VAL_FILES:-${defaults#*$'\t'}}
-    local train_files val_files
-    IFS=, read -r -a train_files <<<"$train_csv"
-    IFS=, read -r -a val_files <<<"$val_csv"
+    local train_files=() val_files=() name
+    if [[ -n ${TRAIN_FILES:-} ]]; then
+        IFS=, read -r -a train_files <<<"$TRAIN_FILES"
+    else
+        train_files=("$DATA_DIR/$TRAIN_SET.parquet")
+    fi
+    if [[ -n ${VAL_FILES:-} ]]; then
+        IFS=, read -r -a val_files <<<"$VAL_FILES"
+    else
+        for name in "${VAL_SETS[@]}"; do val_files+=("$DATA_DIR/$name.parquet"); done
+    fi
 
     # console + verl's file logger (JSON lines: `siren-verl plot RUN_DIR` reads them) + wandb
     # when a key is set. The file logger runs in verl's TaskRunner, a Ray actor: its path travels
