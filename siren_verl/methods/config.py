@@ -403,6 +403,11 @@ def resolve(cfg: EntropyControlConfig, key: str = ROOT) -> MethodSpec:
     explicit = {name: getattr(cfg, name) for name in PARTS if getattr(cfg, name) is not None}
     parts.update(explicit)
 
+    if cfg.without_top_p and cfg.token_first:
+        raise ConfigError(
+            f"{key}.without_top_p=true and {key}.token_first=true: choose one "
+            "(without_top_p regularises the full entropy, token_first the nucleus entropy)"
+        )
     for ablation, (sets, (req_part, req_value)) in _ABLATION_RULES.items():
         if not getattr(cfg, ablation):
             continue
@@ -418,11 +423,6 @@ def resolve(cfg: EntropyControlConfig, key: str = ROOT) -> MethodSpec:
                     f"which contradicts {key}.{part}={explicit[part]}"
                 )
         parts.update(sets)
-    if cfg.without_top_p and cfg.token_first:
-        raise ConfigError(
-            f"{key}.without_top_p=true and {key}.token_first=true: choose one "
-            "(without_top_p regularises the full entropy, token_first the nucleus entropy)"
-        )
     if "selection_measure" not in explicit and not (cfg.without_top_p or cfg.token_first):
         # by default a method ranks tokens by the entropy it regularises
         parts["selection_measure"] = parts["entropy_measure"]

@@ -1,0 +1,206 @@
+"""entropy_control validation (SPEC §10): every bad value fails with a message naming the full key
+and the allowed range; presets resolve to their parts; ablations and invalid part combinations."""
+
+import os
+
+import pytest
+import yaml
+
+from siren_verl.methods import config as mc
+from siren_verl.methods.config import (
+    ConfigError,
+    EntropyControlConfig,
+    check_trainer_settings,
+    parse_entropy_control,
+    resolve,
+)
+from siren_verl.methods.presets import METHODS, PARTS, PRESETS
+
+YAML = os.path.join(os.path.dirname(mc.__file__), "..", "config", "siren_trainer.yaml")
+
+
+def _yaml_group():
+    with open(YAML) as f:
+        return yaml.safe_load(f)["entropy_control"]
+
+
+def test_yaml_defaults_equal_the_dataclass_defaults():
+    assert parse_entropy_control(_yaml_group()) == EntropyControlConfig()
+
+
+def test_yaml_declares_every_key_of_the_schema():
+    group = _yaml_group()
+    schema = EntropyControlConfig().to_dict()
+    assert set(group) == set(schema)
+    for name, value in schema.items():
+        if isinstance(value, dict):
+            assert set(group[name]) == set(value), name
+
+
+@pytest.mark.parametrize(
+    "overrides,key,fragment",
+    [
+        ({"method": "sirne"}, "entropy_control.method='sirne'", "must be one of none, siren"),
+        ({"top_p": 1.5}, "entropy_control.top_p=1.5", "(0, 1]"),
+        ({"top_p": 0.0}, "entropy_control.top_p=0.0", "(0, 1]"),
+        ({"top_p": True}, "entropy_control.top_p=True", "(0, 1]"),
+        ({"peak_quantile": 1.0}, "entropy_control.peak_quantile=1.0", "[0, 1)"),
+        ({"peak_quantile": -0.1}, "entropy_control.peak_quantile=-0.1", "[0, 1)"),
+        ({"peak_upper_quantile": 0.5}, "entropy_control.peak_upper_quantile=0.5", "above entropy_control.peak_quantile"),
+        ({"peak_upper_quantile": 1.2}, "entropy_control.peak_upper_quantile=1.2", "[0, 1]"),
+        ({"coef": -0.1}, "entropy_control.coef=-0.1", "[0, inf)"),
+        ({"coef": float("nan")}, "entropy_control.coef=nan", "[0, inf)"),
+        ({"anchor": -1.0}, "entropy_control.anchor=-1.0", "[0, inf)"),
+        ({"boundary": "open"}, "entropy_control.boundary='open'", "exclusive, inclusive"),
+        ({"chunk_size": 0}, "entropy_control.chunk_size=0", "integer >= 1"),
+        ({"agg_mode": "mean"}, "entropy_control.agg_mode='mean'", "seq-mean-token-mean"),
+        ({"token_selection": "top"}, "entropy_control.token_selection='top'", "all, peak, batch_top"),
+        ({"regularizer": "square"}, "entropy_control.regularizer='square'", "anchored_square"),
+        ({"without_anchor": "yes"}, "entropy_control.without_anchor='yes'", "true or false"),
+        ({"aer": {"eta": -1}}, "entropy_control.aer.eta=-1", "[0, inf)"),
+        ({"aer": {"alpha0": 0.1}}, "entropy_control.aer.alpha0=0.1", "[0, 0.05]"),
+        ({"aer": {"rho_hard": 1.0}}, "entropy_control.aer.rho_hard=1.0", "[0, 1)"),
+        ({"aer": {"difficulty": "hard"}}, "entropy_control.aer.difficulty='hard'", "linear, threshold, none"),
+        ({"par": {"lambda0": 1.5}}, "entropy_control.par.lambda0=1.5", "[0, 1]"),
+        ({"par": {"schedule": "cosine"}}, "entropy_control.par.schedule='cosine'", "entropy_guided"),
+        ({"adaptive_target": {"delta": -0.1}}, "entropy_control.adaptive_target.delta=-0.1", "[0, inf)"),
+        ({"adaptive_target": {"target": None}}, "entropy_control.adaptive_target.target=None", "exactly one"),
+        ({"entropy_adv": {"kappa": 0}}, "entropy_control.entropy_adv.kappa=0", "(0, inf)"),
+        ({"forking_tokens": {"rho": 0}}, "entropy_control.forking_tokens.rho=0", "(0, 1]"),
+        ({"forking_report": {"top_n": 0}}, "entropy_control.forking_report.top_n=0", "integer >= 1"),
+        ({"forking_report": {"every_n_steps": -1}}, "entropy_control.forking_report.every_n_steps=-1", ">= 0"),
+    ],
+)
+def test_bad_values_name_the_full_key_and_range(overrides, key, fragment):
+    with pytest.raises(ConfigError) as err:
+        resolve(parse_entropy_control({"method": "siren", **overrides}))
+    message = str(err.value)
+    assert message.startswith(key), message
+    assert fragment in message, message
+
+
+@pytest.mark.parametrize(
+    "raw,named",
+    [
+        ({"methd": "siren"}, "entropy_control.methd"),
+        ({"aer": {"etaa": 0.1}}, "entropy_control.aer.etaa"),
+        ({"forking_report": {"every": 1}}, "entropy_control.forking_report.every"),
+    ],
+)
+def test_unknown_keys_are_named(raw, named):
+    with pytest.raises(ConfigError, match=f"unknown key\\(s\\) {named}"):
+        parse_entropy_control(raw)
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_preset_resolves_with_all_parts(method):
+    spec = resolve(parse_entropy_control({"method": method}))
+    assert set(spec.parts) == set(PARTS)
+    for part, value in spec.parts.items():
+        assert value in PARTS[part]
+    assert spec.coef == PRESETS[method].coef
+
+
+def test_siren_preset_is_the_paper_setting():
+    spec = resolve(parse_entropy_control({"method": "siren"}))
+    assert spec.parts["entropy_measure"] == "nucleus"
+    assert spec.parts["selection_measure"] == "nucleus"
+    assert spec.parts["token_selection"] == "peak"
+    assert spec.parts["regularizer"] == "anchored_square"
+    assert spec.coef == 0.005 and spec.agg_mode == "seq-mean-token-mean"
+    assert spec.needs_nucleus and spec.needs_loss and spec.needs_anchor
+
+
+@pytest.mark.parametrize(
+    "ablation,expected",
+    [
+        ("without_top_p", {"entropy_measure": "full", "selection_measure": "full"}),
+        ("token_first", {"entropy_measure": "nucleus", "selection_measure": "full"}),
+        ("without_peak_mask", {"token_selection": "all"}),
+        ("without_anchor", {"regularizer": "bonus"}),
+    ],
+)
+def test_ablations_are_parts(ablation, expected):
+    spec = resolve(parse_entropy_control({"method": "siren", ablation: True}))
+    for part, value in expected.items():
+        assert spec.parts[part] == value
+
+
+def test_without_top_p_needs_no_nucleus():
+    assert not resolve(parse_entropy_control({"method": "siren", "without_top_p": True})).needs_nucleus
+
+
+def test_part_override_from_cli():
+    spec = resolve(parse_entropy_control({"method": "siren", "token_selection": "all", "coef": 0.01}))
+    assert spec.parts["token_selection"] == "all" and spec.coef == 0.01
+
+
+@pytest.mark.parametrize(
+    "raw,fragment",
+    [
+        ({"method": "naive", "without_anchor": True}, "entropy_control.without_anchor=true: needs entropy_control.regularizer=anchored_square"),
+        ({"method": "siren", "without_top_p": True, "entropy_measure": "nucleus"}, "contradicts entropy_control.entropy_measure=nucleus"),
+        ({"method": "siren", "without_top_p": True, "token_first": True}, "choose one"),
+        ({"method": "siren", "coef_schedule": "aer"}, "entropy_control.coef_schedule=aer"),
+        ({"method": "naive", "coef_schedule": "adaptive"}, "entropy_control.coef_schedule=adaptive: needs regularizer=adaptive_target"),
+        ({"method": "naive", "regularizer": "adaptive_target"}, "needs coef_schedule=adaptive"),
+        ({"method": "siren", "agg_mode": "pg"}, "entropy_control.agg_mode=pg"),
+        ({"method": "par", "coef": 0.1}, "entropy_control.coef=0.1: method 'par' has no entropy regulariser"),
+        ({"method": "par", "regularizer": "bonus"}, "set entropy_control.coef"),
+        ({"method": "none", "token_selection": "batch_top"}, "pg_token_selection=batch_top"),
+        ({"method": "aer", "aer": {"anchored_target": False}}, "entropy_control.aer.target"),
+    ],
+)
+def test_invalid_combinations_fail_at_startup(raw, fragment):
+    with pytest.raises(ConfigError) as err:
+        resolve(parse_entropy_control(raw))
+    assert fragment in str(err.value)
+
+
+GOOD = {
+    mc.FUSED_KERNELS: False,
+    mc.LOSS_MODE: "vanilla",
+    mc.ENTROPY_COEFF: 0.0,
+    mc.STRATEGY: "fsdp2",
+    mc.BYPASS_MODE: False,
+    mc.DISTILLATION: False,
+    mc.USE_V1: True,
+    mc.TRAINER_MODE: "siren_sync",
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_good_trainer_settings_pass(method):
+    check_trainer_settings(resolve(parse_entropy_control({"method": method})), GOOD)
+
+
+@pytest.mark.parametrize(
+    "method,setting,value,fragments",
+    [
+        ("siren", mc.FUSED_KERNELS, True, ["actor_rollout_ref.model.use_fused_kernels=True", "entropy_control.method=siren"]),
+        ("naive", mc.FUSED_KERNELS, True, ["use_fused_kernels=True"]),
+        ("siren", mc.ENTROPY_COEFF, 0.001, ["actor_rollout_ref.actor.entropy_coeff=0.001", "two entropy regularisers"]),
+        ("siren", mc.STRATEGY, "megatron", ["actor_rollout_ref.actor.strategy=megatron"]),
+        ("siren", mc.DISTILLATION, True, ["distillation.enabled=True"]),
+        ("siren", mc.USE_V1, False, ["trainer.use_v1=False", "legacy trainer is not supported"]),
+        ("par", mc.TRAINER_MODE, "sync", ["trainer.v1.trainer_mode=sync", "siren_sync"]),
+        ("par", mc.LOSS_MODE, "geo_mean", ["policy_loss.loss_mode=geo_mean"]),
+        ("forking_tokens", mc.BYPASS_MODE, True, ["algorithm.rollout_correction.bypass_mode=True"]),
+        ("clip_cov", mc.LOSS_MODE, "gspo", ["loss_mode=gspo", "entropy_control.policy_loss=clip_cov"]),
+    ],
+)
+def test_bad_trainer_settings_name_both_keys(method, setting, value, fragments):
+    spec = resolve(parse_entropy_control({"method": method}))
+    with pytest.raises(ConfigError) as err:
+        check_trainer_settings(spec, {**GOOD, setting: value})
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+def test_plain_verl_runs_are_not_restricted():
+    spec = resolve(parse_entropy_control({"method": "none"}))
+    check_trainer_settings(spec, {**GOOD, mc.USE_V1: False, mc.FUSED_KERNELS: True, mc.TRAINER_MODE: "sync"})
