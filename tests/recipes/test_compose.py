@@ -10,6 +10,7 @@ SPEC (§3 SIREN/Dr.GRPO, §5 PAR, §6 Clip-Cov/KL-Cov), on the composed config.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -277,3 +278,22 @@ def test_the_reward_function_the_recipes_name_loads():
 
     fn = load_extern_object(module_path="pkg://siren_verl.reward", object_name="compute_score")
     assert callable(fn)
+
+
+@pytest.mark.filterwarnings("ignore:Disabled critic:UserWarning")
+@pytest.mark.parametrize("method", METHODS)
+def test_the_entry_point_accepts_the_recipe(module_recipes, method, capsys):
+    """`python -m siren_verl.main --check <the recipe's overrides>`: the training entry point itself
+    composes and validates the command (everything a launch does before Ray starts)."""
+    from siren_verl.main import main
+
+    run = module_recipes.dry_run(module_recipes.script(method), NNODES="2")
+    assert run.program[-2:] == ["-m", "siren_verl.main"]
+    saved_env = dict(os.environ)  # main() sets a few process-wide defaults; keep them out of other tests
+    try:
+        assert main(["--check", *run.overrides]) == 0, capsys.readouterr().err
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+    expected = "none" if method == "grpo" else method
+    assert f"[siren-verl] entropy_control: {expected}:" in capsys.readouterr().out
