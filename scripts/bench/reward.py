@@ -15,8 +15,10 @@ a thread pool (`--threads`, default 4), in the same process, same inputs, same t
 pool; math-verify's own 5 s alarms inside). For the machine's safety only, verl's pool is created
 with the same type and size but with a 3 GiB address-space cap per worker (ours caps itself).
 Caches start empty for each run. "over limit" counts judgements whose verdict took longer than the
-limit: for ours from the pool's dispatch-to-verdict clock, for verl's from the call's wall clock
-(its future waits in the queue, so queueing behind a stuck worker shows up there).
+limit + 0.25 s: for ours from the pool's dispatch-to-verdict clock (0 or 1: the pool keeps the
+maximum), for verl's from the call's wall clock (its future waits in the queue). verl's wrapper
+never exceeds its limit by construction (`future.result(timeout)`), but a timed-out judgement keeps
+running in its worker, so later calls queue behind it and time out too.
 
     .venv/bin/python scripts/bench/reward.py [--problems 64] [--samples 16] [--timeout 5] [--markdown]
 """
@@ -29,6 +31,9 @@ import random
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+# a verdict delivered within this much of the limit counts as on time (wake-up, kill and reap)
+OVER_LIMIT_TOLERANCE_S = 0.25
 
 WORDS = (
     "we consider the equation and substitute so that it follows hence therefore note the value of "
@@ -100,6 +105,7 @@ def hostile_answers() -> list[str]:
         r"\immediate\write18{true}",
         r"\frac{" * 30 + "1" + "}{2}" * 30,
         "{" * 300 + "1" + "}" * 300,
+        "{" * 10 + "1" + "}" * 10,  # within the depth limit, slow to parse: the time limit's job
         "1" * 1_000_000,
         "x+" * 400 + "x",
         r"\def\a{\a\a}\a",
@@ -171,7 +177,7 @@ def run_ours(responses, golds, timeout_s: float, threads: int) -> dict:
         "timeouts": int(sum(o["reward_timeout"] for o in outs)),
         "parse_failures": int(sum(o["reward_parse_failure"] for o in outs)),
         "max_judgement_s": pool.max_job_seconds,
-        "over_limit": int(pool.max_job_seconds > timeout_s),
+        "over_limit": int(pool.max_job_seconds > timeout_s + OVER_LIMIT_TOLERANCE_S),
         "worker_calls": pool.jobs - jobs0,
         "kills": pool.kills - kills0,
     }
@@ -204,7 +210,7 @@ def run_verl(responses, golds, timeout_s: float, threads: int) -> dict:
         "timeouts": sum(score == -1.0 for score, _ in outs),
         "parse_failures": None,
         "max_judgement_s": max(lat),
-        "over_limit": sum(s > timeout_s for s in lat),
+        "over_limit": sum(s > timeout_s + OVER_LIMIT_TOLERANCE_S for s in lat),
         "worker_calls": len(outs),
         "kills": 0,
     }

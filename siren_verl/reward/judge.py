@@ -1,9 +1,12 @@
 """Bounded, safe equivalence judging of two bare answers (SPEC §9).
 
 Order of business for each (pred, gold) pair:
-1. sanitise (lone surrogates / NULs) and refuse an oversized or absurdly nested prediction before
-   any parsing (status "rejected", counted as a parse failure);
+1. sanitise (lone surrogates / NULs) and refuse an oversized prediction (status "rejected",
+   counted as a parse failure);
 2. the string fast path (`normalize.fast_verdict`): exact / rational / letter answers, no parser;
+   then refuse, before any parsing, a prediction nested deeper than `max_answer_depth` or denoting
+   an astronomically large number (`normalize.numeric_blowup`) - a string-identical answer has
+   already been accepted by the fast path, so refusing here never rejects the gold itself;
 3. an LRU cache of earlier verdicts (the n samples of a GRPO group often repeat an answer);
 4. math-verify in a worker process of `pool.JudgePool`, under a hard wall-clock limit.
 Nothing raises for a bad answer: a time-out or parser failure is a `Judgement` with
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from siren_verl.reward.extract import last_boxed, sanitize_text
-from siren_verl.reward.normalize import answer_too_complex, fast_verdict
+from siren_verl.reward.normalize import answer_too_complex, answer_too_long, fast_verdict
 from siren_verl.reward.pool import JudgePool, get_default_pool
 
 __all__ = [
@@ -35,7 +38,7 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_ANSWER_CHARS = 1000
-DEFAULT_MAX_ANSWER_DEPTH = 32
+DEFAULT_MAX_ANSWER_DEPTH = 10
 _CACHE_SIZE = 65536
 
 
@@ -143,14 +146,16 @@ def judge_many_detailed(
             continue
         pred_c = sanitize_text(str(pred)).strip()
         gold_c = _clean_gold(gold)
-        why = answer_too_complex(pred_c, max_answer_chars, max_answer_depth)
-        if why is not None:
+        if answer_too_long(pred_c, max_answer_chars) is not None:
             results[i] = Judgement(False, "rejected")
             continue
         verdict = fast_verdict(pred_c, gold_c)
         if verdict is not None:
             results[i] = Judgement(verdict, "fast")
             n_fast += 1
+            continue
+        if answer_too_complex(pred_c, max_answer_chars, max_answer_depth) is not None:
+            results[i] = Judgement(False, "rejected")
             continue
         key = (pred_c, gold_c)
         cached = _cache_get(key) if use_cache else None

@@ -16,7 +16,16 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-__all__ = ["normalize_answer", "fast_verdict", "parse_rational", "parse_choice_letter", "answer_too_complex"]
+__all__ = [
+    "normalize_answer",
+    "fast_verdict",
+    "parse_rational",
+    "parse_choice_letter",
+    "answer_too_complex",
+    "answer_too_long",
+    "answer_too_deep",
+    "numeric_blowup",
+]
 
 _COSMETIC = (
     "\\left",
@@ -99,10 +108,105 @@ def fast_verdict(pred: str, gold: str) -> bool | None:
     return None
 
 
-def answer_too_complex(ans: str, max_chars: int, max_depth: int) -> str | None:
-    """Why `ans` is refused before any parsing (None if it is fine): too long or nested too deep."""
+def _group_after(text: str, i: int) -> tuple[str, int]:
+    """The argument starting at text[i] (after spaces): a balanced {...} / (...) group's content,
+    a run of digits, a backslash command, or one character; and the index after it."""
+    n = len(text)
+    while i < n and text[i] == " ":
+        i += 1
+    if i >= n:
+        return "", i
+    opener = text[i]
+    if opener in "{(":
+        closer = "}" if opener == "{" else ")"
+        depth, j = 0, i
+        while j < n:
+            if text[j] == opener:
+                depth += 1
+            elif text[j] == closer:
+                depth -= 1
+                if depth == 0:
+                    return text[i + 1 : j], j + 1
+            j += 1
+        return text[i + 1 :], n
+    m = re.match(r"\\[A-Za-z]+|\d+|.", text[i:])
+    return m.group(0), i + len(m.group(0))
+
+
+def _group_before(text: str, end: int) -> str:
+    """The operand ending just before text[end]: a balanced (...) / {...} group or a digit run."""
+    j = end - 1
+    while j >= 0 and text[j] == " ":
+        j -= 1
+    if j < 0:
+        return ""
+    if text[j] in ")}":
+        closer = text[j]
+        opener = "(" if closer == ")" else "{"
+        depth, k = 0, j
+        while k >= 0:
+            if text[k] == closer:
+                depth += 1
+            elif text[k] == opener:
+                depth -= 1
+                if depth == 0:
+                    return text[k + 1 : j]
+            k -= 1
+        return text[: j]
+    m = re.search(r"\d+$", text[: j + 1])
+    return m.group(0) if m else text[j]
+
+
+_COMMAND_RE = re.compile(r"\\[A-Za-z]+")
+_LETTER_RE = re.compile(r"[A-Za-z]")
+MAX_EXPONENT_DIGITS = 7  # a numeric exponent >= 10^7 on a numeric base is refused
+MAX_FACTORIAL_DIGITS = 4  # n! for n >= 10^4 is refused
+
+
+def numeric_blowup(ans: str) -> str | None:
+    """Why `ans` denotes an astronomically large number (None if it does not), found from the
+    text alone: such answers (10^{10^{10}}, (10^{100})!, 9^{999999999}) make sympy's exact
+    big-integer arithmetic run for minutes in C code that no alarm can interrupt.
+
+    Refused: a power whose exponent holds another power or a factorial and no variable (a numeric
+    tower: 10^{10^{10}}, e^{10^{10}}; also a harmless 2^{3^2}, a form no reference answer uses);
+    a numeric base raised to an integer with more than MAX_EXPONENT_DIGITS digits; a factorial of
+    an integer with more than MAX_FACTORIAL_DIGITS digits or of an operand holding a power or a
+    factorial; three or more factorial signs in a row. Variables keep an answer symbolic and cheap
+    (x^{2^n}, e^{x^2}, (2n)!), so those pass.
+    """
+    for i, ch in enumerate(ans):
+        if ch == "^":
+            exponent, _ = _group_after(ans, i + 1)
+            bare = _COMMAND_RE.sub("", exponent)
+            if ("^" in bare or "!" in bare) and not _LETTER_RE.search(bare):
+                return "answer is a numeric power tower (exponent holds a power or factorial)"
+            digits = re.sub(r"[\s{}]", "", exponent)
+            base = _group_before(ans, i)
+            base_is_number = bool(base) and not _LETTER_RE.search(_COMMAND_RE.sub("", base))
+            if digits.isdigit() and len(digits.lstrip("0")) > MAX_EXPONENT_DIGITS and base_is_number:
+                return f"answer raises a number to an exponent with more than {MAX_EXPONENT_DIGITS} digits"
+        elif ch == "!" and (i == 0 or ans[i - 1] not in "\\!"):  # not \! (a space); a run once
+            if ans.startswith("!!!", i):
+                return "answer chains three or more factorial signs"
+            operand = _group_before(ans, i)
+            bare = _COMMAND_RE.sub("", operand)
+            if operand.isdigit() and len(operand.lstrip("0")) > MAX_FACTORIAL_DIGITS:
+                return f"answer takes the factorial of a number with more than {MAX_FACTORIAL_DIGITS} digits"
+            if ("^" in bare or "!" in bare) and not _LETTER_RE.search(bare):
+                return "answer takes the factorial of a power or factorial of numbers"
+    return None
+
+
+def answer_too_long(ans: str, max_chars: int) -> str | None:
     if len(ans) > max_chars:
         return f"answer has {len(ans)} characters > max_answer_chars={max_chars}"
+    return None
+
+
+def answer_too_deep(ans: str, max_depth: int) -> str | None:
+    """Bracket nesting beyond `max_depth`: math-verify's LaTeX parser slows down exponentially
+    with nesting (measured: 12 nested braces ~5 s, 16 ~50 s)."""
     depth = deepest = 0
     for ch in ans:
         if ch in "{([":
@@ -114,3 +218,9 @@ def answer_too_complex(ans: str, max_chars: int, max_depth: int) -> str | None:
         elif ch in "})]":
             depth = max(0, depth - 1)
     return None
+
+
+def answer_too_complex(ans: str, max_chars: int, max_depth: int) -> str | None:
+    """Why `ans` is refused before any parsing (None if it is fine): too long, nested too deep,
+    or an astronomically large number (`numeric_blowup`)."""
+    return answer_too_long(ans, max_chars) or answer_too_deep(ans, max_depth) or numeric_blowup(ans)

@@ -91,8 +91,9 @@ def test_hostile_answers_via_compute_score(sentinel):
     assert counted == sum(o["reward_timeout"] + o["reward_parse_failure"] for o in out)
     # oversize / too-deep answers were rejected before parsing
     by_answer = dict(zip(answers, out[:-1], strict=True))
-    assert by_answer["1" * 2_000_000]["reward_parse_failure"] == 1.0
-    assert by_answer["(" * 500 + "1" + ")" * 500]["reward_parse_failure"] == 1.0
+    for refused in ("1" * 2_000_000, "(" * 500 + "1" + ")" * 500, r"10^{10^{10}}", r"(10^{100})!", "10!!!!!!!!"):
+        assert by_answer[refused]["reward_parse_failure"] == 1.0, refused[:40]
+        assert by_answer[refused]["reward_timeout"] == 0.0, refused[:40]
 
 
 def test_hostile_answers_each_within_hard_limit(sentinel):

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siren_verl.reward.normalize import answer_too_complex, fast_verdict, normalize_answer, parse_rational
+from siren_verl.reward.normalize import (
+    answer_too_complex,
+    fast_verdict,
+    normalize_answer,
+    numeric_blowup,
+    parse_rational,
+)
 
 
 @pytest.mark.parametrize(
@@ -68,3 +74,41 @@ def test_answer_too_complex():
     assert "max_answer_chars=10" in answer_too_complex("1" * 11, max_chars=10, max_depth=3)
     assert answer_too_complex("{[(1)]}", max_chars=100, max_depth=3) is None
     assert "max_answer_depth=3" in answer_too_complex("{{{{1}}}}", max_chars=100, max_depth=3)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "10^{10^{10}}",
+        "9^{9^{9^{9}}}",
+        "2^{2^{2^{2^{2^{2}}}}}",
+        "e^{10^{10}}",
+        r"10^{\frac{10^{10}}{2}}",
+        r"\underbrace{9^{9^{9}}}",
+        "9^{999999999}",
+        "(10^{100})!",
+        "123456!",
+        "10!!!!!!!!",
+        "(3!)!",
+    ],
+)
+def test_numeric_blowup_refused(answer):
+    assert numeric_blowup(answer) is not None
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["2^{10}", "10^{100}", "2^{1000}", "2^{-1}", "e^{x^2}", "x^{2^n}", "x^{100000000}", "5!", "10!", "5!!",
+     "n!!", r"\frac{10!}{3!}", "(2n)!", r"\sqrt{2}^{3}", r"a\!b", r"\binom{10}{3}", "3.5 \\times 10^{8}"],
+)
+def test_numeric_blowup_lets_ordinary_answers_pass(answer):
+    assert numeric_blowup(answer) is None
+
+
+def test_blowup_rejected_only_after_fast_path():
+    """A reference answer that is itself a tower still matches its own string form."""
+    from siren_verl.reward import judge_many_detailed
+
+    same, other = judge_many_detailed([("10^{10^{10}}", "10^{10^{10}}"), ("10^{10^{10}}", "10^{10^{11}}")])
+    assert same.equivalent and same.status == "fast"
+    assert not other.equivalent and other.status == "rejected"
