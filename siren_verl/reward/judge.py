@@ -110,7 +110,11 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def _clean_gold(gold: str) -> str:
+def _clean_gold(gold) -> str:
+    if hasattr(gold, "tolist") and not isinstance(gold, str):  # numpy scalars / arrays from verl
+        gold = gold.tolist()
+    if isinstance(gold, list | tuple):  # several reference answers, e.g. OlympiadBench
+        gold = ", ".join(str(g) for g in gold)
     gold = sanitize_text(str(gold)).strip()
     if "\\boxed" in gold or "\\fbox" in gold:
         gold = last_boxed(gold) or gold

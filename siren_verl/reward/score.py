@@ -151,7 +151,7 @@ def compute_score_batch(
             groups.setdefault((o.timeout_s, o.max_answer_chars, o.max_answer_depth), []).append(i)
     for (timeout_s, max_chars, max_depth), idx in groups.items():
         judgements = judge_many_detailed(
-            [(preds[i], str(ground_truths[i])) for i in idx],
+            [(preds[i], ground_truths[i]) for i in idx],
             timeout_s,
             max_answer_chars=max_chars,
             max_answer_depth=max_depth,

@@ -151,3 +151,11 @@ def test_verl_validation_metrics_accept_our_extra_keys():
     assert metrics["aime24"]["acc"]["mean@3"] == pytest.approx(2 / 3)
     assert metrics["aime24"]["reward_timeout"]["mean@3"] == 0.0
     assert "maj@2/mean" in metrics["aime24"]["acc"]
+
+
+def test_ground_truth_as_list_or_numpy():
+    import numpy as np
+
+    assert compute_score("olympiadbench", r"\boxed{1, 2}", ["1", "2"])["acc"] is True
+    assert compute_score("aime24", r"\boxed{204}", np.array("204"))["acc"] is True
+    assert compute_score("aime24", r"\boxed{204}", np.int64(204))["acc"] is True
