@@ -1,0 +1,50 @@
+"""Masked aggregations of per-token values (SPEC §3 "H̄").
+
+``values`` and ``mask`` have the same shape ``[..., T]``: the last dimension holds one response's tokens,
+every leading index is one response. ``mask`` may be bool or numeric; a non-zero entry selects the token.
+Unselected entries never contribute, even when they hold NaN/inf (they are replaced, not multiplied by 0).
+Both functions are differentiable w.r.t. ``values``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["masked_seq_mean_token_mean", "masked_token_mean"]
+
+
+def _check(values: Tensor, mask: Tensor) -> None:
+    if not isinstance(values, Tensor) or not isinstance(mask, Tensor):
+        raise TypeError("values and mask must be torch.Tensor")
+    if values.dim() < 1:
+        raise ValueError("values must have at least one (token) dimension")
+    if values.shape != mask.shape:
+        raise ValueError(f"values shape {tuple(values.shape)} and mask shape {tuple(mask.shape)} must match")
+    if not values.is_floating_point():
+        raise TypeError(f"values must be a floating-point tensor, got dtype {values.dtype}")
+
+
+def masked_seq_mean_token_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """SPEC §3: ``(1/B) Σ_i [ Σ_t M[i,t] v[i,t] / max(1, Σ_t M[i,t]) ]``.
+
+    B is the number of responses (the product of the leading dimensions). A response with no selected
+    token contributes 0 and still counts in B. Returns a 0-dim tensor.
+    """
+    _check(values, mask)
+    sel = mask != 0
+    per_token = torch.where(sel, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    count = sel.sum(-1).clamp(min=1).to(values.dtype)
+    per_response = per_token.sum(-1) / count
+    if per_response.numel() == 0:
+        return per_response.sum()
+    return per_response.mean()
+
+
+def masked_token_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """``Σ M v / max(1, Σ M)`` over every token of the batch (verl's "token-mean"; 0 when nothing is
+    selected). Returns a 0-dim tensor."""
+    _check(values, mask)
+    sel = mask != 0
+    total = torch.where(sel, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
+    return total / sel.sum().clamp(min=1).to(values.dtype)

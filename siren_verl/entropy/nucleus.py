@@ -1,0 +1,576 @@
+"""Exact nucleus (top-p) entropy with an analytic, recomputing backward — SPEC §1.
+
+Definitions (SPEC §1). For one row of logits ``z`` with ``π = softmax(z)`` sorted descending
+``π(1) ≥ π(2) ≥ …`` and cumulative mass ``c_j = Σ_{k≤j} π(k)``:
+
+* ``j* = min{j : c_j ≥ p}``, threshold ``θ = π(j*)``;
+* ``boundary="exclusive"`` (SIREN reference): ``N = {v : π(v) > θ}`` — empty when ``π(1) ≥ p``;
+* ``boundary="inclusive"`` (textbook top-p): ``N = {v : π(v) ≥ θ}``;
+* ``H^p = -Σ_{v∈N} π̃(v) log π̃(v)`` with ``π̃ = π / Σ_{u∈N} π(u)``; empty ``N`` → 0.
+
+Gradient (SPEC §1): ``∂H^p/∂z_v = -π̃(v) (log π̃(v) + H^p)`` for ``v ∈ N`` and 0 outside; membership of
+``N`` is a constant. The backward recomputes everything from the saved logits plus a few numbers per
+row (row max, ``log Σ_N``, ``H^p``, threshold), so no ``[T, V]`` intermediate lives between forward and
+backward.
+
+How the threshold is found without sorting the whole vocabulary. ``θ`` is characterised without any
+sort order: with ``F(x) = Σ_{z_u ≥ x} π(u)``, ``θ`` is the logit of the largest value ``x`` (among the
+row's logits) with ``F(x) ≥ p`` — every value above ``θ`` belongs to the strict prefix before ``j*``.
+Comparisons are made on the logits (``π(u) = π(v) ⇔ z_u = z_v``), so ties are exact: with the exclusive
+boundary every token tied with ``θ`` is out, with the inclusive boundary every one is in.
+
+1. Fast path: ``torch.topk`` of a few logits per row. When their cumulative mass reaches ``p`` the
+   threshold, the nucleus and its sums all come from those k values (the nucleus is a prefix of them),
+   and the backward only scatters k gradients.
+2. Otherwise (large nuclei, e.g. near-uniform rows): a per-row mass histogram over buckets of the
+   distance ``m - z`` from the row max. The buckets are the high bits of that float's IEEE
+   representation (monotone in the value, logarithmic resolution), so bucket order is logit order.
+   The cumulative histogram gives the bucket holding ``θ``; only the logits of that bucket are
+   top-k'd to place ``θ`` exactly. Sums over buckets above it are taken from the histogram.
+3. ``p == 1``: ``θ`` is the smallest finite logit (the last token with ``π > 0``), masked sums.
+
+Numerics: logits are upcast to float32 (float64 stays float64); the output is float32 (float64 for
+float64 input). Probabilities are float32 ``exp(z - max)`` values, all cumulative masses are
+accumulated in float64. The crossing ``c_j ≥ p`` is decided on those values, so when some ``c_j`` lies
+within float32 rounding (~1e-7) of ``p`` the nucleus can differ by that token from an exact-arithmetic
+computation; the entropy changes by the same ~1e-7 order.
+
+Special rows (documented behaviour, never NaN for non-NaN input):
+* ``-inf`` logits have probability 0 and are never in the nucleus.
+* A row containing ``+inf`` logits is treated as its limit distribution, uniform over the ``+inf``
+  tokens (n of them): exclusive → ``H^p = 0`` (θ = 1/n is everybody's probability), inclusive →
+  ``H^p = log n``; full entropy ``log n``; the gradient is 0.
+* A row whose logits are all ``-inf`` has no distribution: ``H^p = 0``, size 0, full entropy 0,
+  gradient 0.
+* A row containing NaN gives NaN (entropy, full entropy, gradient) and size 0.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterator
+from numbers import Real
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["BOUNDARIES", "NucleusStats", "nucleus_entropy", "nucleus_stats"]
+
+BOUNDARIES = ("exclusive", "inclusive")
+
+# Fast path: logits per row taken by the first torch.topk.
+_FAST_TOPK = 64
+# chunk_size=None: rows per block chosen so a block holds about this many logits (the block's working
+# set then stays in the last-level cache on a CPU; on a GPU it bounds the extra memory the same way).
+_AUTO_BLOCK_LOGITS = 1 << 20
+# Histogram buckets: distance d = max - z >= 0 bucketed by the high bits of its float representation.
+# _HIST_MANTISSA_BITS mantissa bits are kept (2**9 buckets per binade); distances below 2**_HIST_LOW_EXP
+# share bucket 0, distances of 2**_HIST_HIGH_EXP and more (probability < e**-128, zero in float32)
+# share the last bucket.
+_HIST_MANTISSA_BITS = 9
+_HIST_LOW_EXP = -12
+_HIST_HIGH_EXP = 7
+# -inf logits / overflowed differences are clamped to this (finite) value so that 0 * value == 0.
+_NEG_BIG = -1e30
+
+
+class NucleusStats(NamedTuple):
+    """Per-token statistics (no gradient). Shapes are ``logits.shape[:-1]``."""
+
+    nucleus_entropy: Tensor  # float32 (float64 for float64 logits)
+    nucleus_size: Tensor  # int64, |N|
+    full_entropy: Tensor  # float32 (float64 for float64 logits)
+
+
+# --------------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_args(logits: Tensor, top_p: float, boundary: str, chunk_size: int | None) -> None:
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
+    if logits.dim() < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"logits must have a non-empty last (vocabulary) dimension, got shape {tuple(logits.shape)}")
+    if isinstance(top_p, bool) or not isinstance(top_p, Real) or not (0.0 < float(top_p) <= 1.0):
+        raise ValueError(f"top_p={top_p!r}: must be a number in (0, 1]")
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary={boundary!r}: must be one of {BOUNDARIES}")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size={chunk_size!r}: must be None or an integer >= 1")
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _block_rows(vocab: int, chunk_size: int | None) -> int:
+    if chunk_size is not None:
+        return chunk_size
+    return max(1, _AUTO_BLOCK_LOGITS // vocab)
+
+
+def _row_views(logits: Tensor) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(first_row, rows)`` 2-D views covering ``logits`` flattened to ``[-1, V]`` in order.
+
+    Never copies: a tensor whose leading dims cannot be flattened into one (e.g. a slice
+    ``x[:, a:b, :]`` of a 3-D tensor) is walked along its first dimension instead.
+    """
+    vocab = logits.shape[-1]
+    if logits.dim() == 1:
+        yield 0, logits.unsqueeze(0)
+        return
+    try:
+        yield 0, logits.view(-1, vocab)
+        return
+    except RuntimeError:
+        pass
+    rows_per_item = math.prod(logits.shape[1:-1])
+    for i, item in enumerate(logits.unbind(0)):
+        for start, rows in _row_views(item):
+            yield i * rows_per_item + start, rows
+
+
+def _blocks(logits: Tensor, block: int) -> Iterator[tuple[int, Tensor]]:
+    for start, rows in _row_views(logits):
+        for i in range(0, rows.shape[0], block):
+            yield start + i, rows[i : i + block]
+
+
+# --------------------------------------------------------------------------------------------------
+# forward, one block of rows
+# --------------------------------------------------------------------------------------------------
+
+# Row kinds, saved for the backward.
+_DENSE, _SPARSE, _ZERO_GRAD, _NAN = 0, 1, 2, 3
+
+
+class _Block(NamedTuple):
+    entropy: Tensor  # [r] compute dtype
+    size: Tensor | None  # [r] int64
+    full: Tensor | None  # [r] compute dtype
+    kind: Tensor  # [r] int8
+    robust: Tensor  # [r] bool: row has -inf logits or a logit range that overflows
+    row_max: Tensor  # [r] compute dtype
+    log_zn: Tensor  # [r] compute dtype, log Σ_{v∈N} exp(z_v - max)
+    theta_open: Tensor  # [r] compute dtype: N = {v : z_v > theta_open}
+    sparse_idx: Tensor | None  # [r, k] int64, nucleus = the first sparse_n entries (kind _SPARSE)
+    sparse_n: Tensor | None  # [r] int64
+
+
+def _sanitize(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Rows whose max is not finite: +inf rows → their limit (0 on +inf tokens, -inf elsewhere),
+    all -inf rows and NaN rows → zeros (their results are overwritten). Returns a new tensor."""
+    nan_row = torch.isnan(row_max)
+    posinf_row = row_max == math.inf
+    neginf_row = row_max == -math.inf
+    x = x.clone()
+    if bool(posinf_row.any()):
+        sub = x[posinf_row]
+        x[posinf_row] = torch.where(sub == math.inf, 0.0, -math.inf).to(x.dtype)
+    dead = nan_row | neginf_row
+    if bool(dead.any()):
+        x[dead] = 0.0
+    return x, x.amax(dim=-1), nan_row, posinf_row, neginf_row
+
+
+def _open_threshold(theta: Tensor, inclusive: bool) -> Tensor:
+    """N = {z > theta_open}: theta itself (exclusive) or the next float below it (inclusive, z >= theta)."""
+    if not inclusive:
+        return theta
+    return torch.nextafter(theta, torch.full_like(theta, -math.inf))
+
+
+def _member_sums(mass: Tensor, shifted: Tensor, member: Tensor) -> tuple[Tensor, Tensor]:
+    """Σ mass and Σ mass·shifted over ``member`` per row, in float64 (shifted is finite)."""
+    mass = torch.where(member, mass, 0.0).double()
+    return mass.sum(-1), (mass * shifted.double()).sum(-1)
+
+
+def _float_bits(value: float, dtype: torch.dtype) -> int:
+    """IEEE bit pattern of a float, as the signed integer of the same width."""
+    if dtype == torch.float32:
+        return struct.unpack("<i", struct.pack("<f", value))[0]
+    return struct.unpack("<q", struct.pack("<d", value))[0]
+
+
+def _hist_threshold(x: Tensor, s: Tensor, e: Tensor, top_p: float, inclusive: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact threshold for rows with large nuclei, via a per-row mass histogram (see module doc).
+
+    x: logits [r, V]; s = x - row_max (finite: clamped at _NEG_BIG); e = exp(s).
+    Returns (theta_open, zn, sn) with zn = Σ_N e and sn = Σ_N e·s in float64.
+    """
+    cdt = x.dtype
+    int_dt, mant = (torch.int32, 23) if cdt == torch.float32 else (torch.int64, 52)
+    shift = mant - _HIST_MANTISSA_BITS
+    # s <= 0 clamped to [-2**HIGH, -2**LOW]; for negative floats the signed bit pattern grows with |s|,
+    # and an arithmetic shift keeps that order: bucket = (bits(s) >> shift) - (bits(-2**LOW) >> shift).
+    first = _float_bits(-(2.0**_HIST_LOW_EXP), cdt) >> shift
+    last = _float_bits(-(2.0**_HIST_HIGH_EXP), cdt) >> shift
+    n_buckets = last - first + 1
+    q = torch.clamp(s, min=-(2.0**_HIST_HIGH_EXP), max=-(2.0**_HIST_LOW_EXP)).view(int_dt)
+    q.bitwise_right_shift_(shift).sub_(first)  # bucket ids in [0, n_buckets)
+    bucket = q.long()
+
+    rows = x.shape[0]
+    hist = torch.zeros(rows, n_buckets, dtype=cdt, device=x.device).scatter_add_(1, bucket, e)
+    hist_s = torch.zeros_like(hist).scatter_add_(1, bucket, e * s)
+    del bucket
+    cum = hist.double().cumsum(-1)
+    cum_s = hist_s.double().cumsum(-1)
+    del hist, hist_s
+    target = top_p * cum[:, -1]  # float64 and <= the total, so some bucket reaches it
+    b_star = (cum < target.unsqueeze(-1)).sum(-1).clamp_(max=n_buckets - 1)
+    before = (b_star - 1).clamp(min=0).unsqueeze(-1)
+    has_before = b_star > 0
+    mass_above = torch.where(has_before, cum.gather(1, before).squeeze(-1), 0.0)
+    smass_above = torch.where(has_before, cum_s.gather(1, before).squeeze(-1), 0.0)
+
+    in_bucket = q == b_star.to(int_dt).unsqueeze(-1)
+    del q
+    k = int(in_bucket.sum(-1).max())
+    cand_val, cand_idx = torch.topk(torch.where(in_bucket, x, -math.inf), k, dim=-1)
+    valid = in_bucket.gather(1, cand_idx)
+    del in_bucket
+    cand_e = torch.where(valid, e.gather(1, cand_idx), 0.0)
+    cand_s = s.gather(1, cand_idx)
+    j = (mass_above.unsqueeze(-1) + cand_e.double().cumsum(-1) < target.unsqueeze(-1)).sum(-1)
+    # candidates are sorted by logit, so the positive-mass ones come first; never step past them
+    j = torch.minimum(j, (cand_e > 0).sum(-1) - 1).clamp_(min=0)
+    theta_open = _open_threshold(cand_val.gather(1, j.unsqueeze(-1)).squeeze(-1), inclusive)
+    zn_c, sn_c = _member_sums(cand_e, cand_s, valid & (cand_val > theta_open.unsqueeze(-1)))
+    return theta_open, mass_above + zn_c, smass_above + sn_c
+
+
+def _select_rows(mask: Tensor) -> Tensor | None:
+    """None when every row is selected (work on the block in place), else the selected row indices."""
+    return None if bool(mask.all()) else mask.nonzero().squeeze(-1)
+
+
+def _forward_block(x: Tensor, top_p: float, inclusive: bool, need_stats: bool, need_backward: bool) -> _Block:
+    cdt = _compute_dtype(x.dtype)
+    x = x.to(cdt)
+    rows, vocab = x.shape
+    dev = x.device
+    row_max = x.amax(dim=-1)
+    nan_row = posinf_row = neginf_row = None
+    if not bool(torch.isfinite(row_max).all()):
+        x, row_max, nan_row, posinf_row, neginf_row = _sanitize(x, row_max)
+    # rows with -inf logits, or whose range overflows, need finite stand-ins (0 * -inf = nan)
+    robust = ~torch.isfinite(row_max - x.amin(dim=-1))
+
+    # s = log of the unnormalised probability (<= 0), e = exp(s), π = e / z   (SPEC §1)
+    s = torch.sub(x, row_max.unsqueeze(-1))
+    if bool(robust.any()):
+        s.clamp_(min=_NEG_BIG)
+    e = torch.exp(s)
+    z = e.sum(-1).double()
+
+    full = None
+    if need_stats:
+        es_sum = torch.linalg.vecdot(e, s).double()
+        full = z.log() - es_sum / z
+
+    kind = torch.full((rows,), _DENSE, dtype=torch.int8, device=dev)
+    size = None
+    sparse_idx = sparse_n = None
+
+    if top_p >= 1.0:
+        # SPEC §1 with p = 1: c_j reaches 1 at the last token with π > 0: θ = the smallest finite logit
+        theta = torch.where(x == -math.inf, math.inf, x).amin(dim=-1)
+        theta_open = _open_threshold(theta, inclusive)
+        member = x > theta_open.unsqueeze(-1)
+        e_n = torch.where(member, e, 0.0)
+        zn = e_n.sum(-1).double()
+        sn = torch.linalg.vecdot(e_n, s).double()
+        if need_stats:
+            size = member.sum(-1)
+        del member, e_n
+    else:
+        # fast path: when the top-k mass reaches p, the nucleus is a prefix of the top-k logits
+        k = min(_FAST_TOPK, vocab)
+        top_val, top_idx = torch.topk(x, k, dim=-1)
+        top_e = e.gather(1, top_idx)
+        top_s = s.gather(1, top_idx).clamp_(min=_NEG_BIG)
+        j = (top_e.double().cumsum(-1) < (top_p * z).unsqueeze(-1)).sum(-1)  # 0-based j*; k: not reached
+        resolved = j < k
+        theta = top_val.gather(1, j.clamp(max=k - 1).unsqueeze(-1)).squeeze(-1)
+        theta_open = _open_threshold(theta, inclusive)
+        if k < vocab:
+            # tokens tied with θ may lie beyond the k-th: resolved only when the k-th is out of N
+            resolved &= top_val[:, -1] <= theta_open
+        member = top_val > theta_open.unsqueeze(-1)
+        zn, sn = _member_sums(top_e, top_s, member)
+        if need_stats:
+            size = member.sum(-1)
+        if need_backward:
+            sparse_idx = top_idx
+            sparse_n = member.sum(-1)
+            kind = torch.where(resolved, _SPARSE, _DENSE).to(torch.int8)
+
+        unresolved = ~resolved
+        if bool(unresolved.any()):
+            sel = _select_rows(unresolved)
+            xs, ss, es = (x, s, e) if sel is None else (x[sel], s[sel], e[sel])
+            t_h, zn_h, sn_h = _hist_threshold(xs, ss, es, top_p, inclusive)
+            n_h = (xs > t_h.unsqueeze(-1)).sum(-1) if need_stats else None
+            if sel is None:
+                theta_open, zn, sn, size = t_h, zn_h, sn_h, n_h if need_stats else size
+            else:
+                theta_open[sel], zn[sel], sn[sel] = t_h, zn_h, sn_h
+                if need_stats:
+                    size[sel] = n_h
+
+    # H^p = log Σ_N e - Σ_N e s / Σ_N e; the row max is in N whenever N is non-empty, so zn >= 1 there
+    nonempty = zn > 0
+    safe_zn = torch.where(nonempty, zn, 1.0)
+    log_zn = safe_zn.log()
+    entropy = torch.where(nonempty, log_zn - sn / safe_zn, 0.0)
+    zero_grad = torch.tensor(_ZERO_GRAD, dtype=torch.int8, device=dev)
+    kind = torch.where(nonempty, kind, zero_grad)
+
+    if nan_row is not None:
+        kind = torch.where(posinf_row | neginf_row, zero_grad, kind)
+        kind = torch.where(nan_row, torch.tensor(_NAN, dtype=torch.int8, device=dev), kind)
+        entropy = torch.where(neginf_row, 0.0, entropy)
+        entropy = torch.where(nan_row, math.nan, entropy)
+        if need_stats:
+            full = torch.where(neginf_row, 0.0, full)
+            full = torch.where(nan_row, math.nan, full)
+            size = torch.where(nan_row | neginf_row, 0, size)
+
+    return _Block(
+        entropy=entropy.to(cdt),
+        size=size,
+        full=None if full is None else full.to(cdt),
+        kind=kind,
+        robust=robust,
+        row_max=row_max,
+        log_zn=log_zn.to(cdt),
+        theta_open=theta_open.to(cdt),
+        sparse_idx=sparse_idx,
+        sparse_n=sparse_n,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# whole tensor
+# --------------------------------------------------------------------------------------------------
+
+
+class _Saved(NamedTuple):
+    kind: Tensor
+    robust: Tensor
+    row_max: Tensor
+    log_zn: Tensor
+    theta_open: Tensor
+    entropy: Tensor
+    sparse_idx: Tensor | None
+    sparse_n: Tensor | None
+
+
+def _run_forward(
+    logits: Tensor, top_p: float, inclusive: bool, block: int, need_stats: bool, need_backward: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None, _Saved | None]:
+    lead = logits.shape[:-1]
+    n_rows = math.prod(lead)
+    vocab = logits.shape[-1]
+    cdt = _compute_dtype(logits.dtype)
+    dev = logits.device
+    entropy = torch.empty(n_rows, dtype=cdt, device=dev)
+    size = torch.empty(n_rows, dtype=torch.int64, device=dev) if need_stats else None
+    full = torch.empty(n_rows, dtype=cdt, device=dev) if need_stats else None
+    saved = None
+    if need_backward:
+        k = min(_FAST_TOPK, vocab)
+        sparse = top_p < 1.0
+        saved = _Saved(
+            kind=torch.empty(n_rows, dtype=torch.int8, device=dev),
+            robust=torch.empty(n_rows, dtype=torch.bool, device=dev),
+            row_max=torch.empty(n_rows, dtype=cdt, device=dev),
+            log_zn=torch.empty(n_rows, dtype=cdt, device=dev),
+            theta_open=torch.empty(n_rows, dtype=cdt, device=dev),
+            entropy=torch.empty(n_rows, dtype=cdt, device=dev),
+            sparse_idx=torch.zeros(n_rows, k, dtype=torch.int64, device=dev) if sparse else None,
+            sparse_n=torch.zeros(n_rows, dtype=torch.int64, device=dev) if sparse else None,
+        )
+    for start, rows in _blocks(logits, block):
+        stop = start + rows.shape[0]
+        out = _forward_block(rows, top_p, inclusive, need_stats, need_backward)
+        entropy[start:stop] = out.entropy
+        if need_stats:
+            size[start:stop] = out.size
+            full[start:stop] = out.full
+        if saved is not None:
+            saved.entropy[start:stop] = out.entropy
+            saved.kind[start:stop] = out.kind
+            saved.robust[start:stop] = out.robust
+            saved.row_max[start:stop] = out.row_max
+            saved.log_zn[start:stop] = out.log_zn
+            saved.theta_open[start:stop] = out.theta_open
+            if out.sparse_idx is not None:
+                saved.sparse_idx[start:stop] = out.sparse_idx
+                saved.sparse_n[start:stop] = out.sparse_n
+    return (
+        entropy.view(lead),
+        None if size is None else size.view(lead),
+        None if full is None else full.view(lead),
+        saved,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# backward
+# --------------------------------------------------------------------------------------------------
+
+
+def _dense_grad(x: Tensor, g: Tensor, p: _Saved, robust: bool, out: Tensor | None) -> Tensor:
+    """SPEC §1: g · ∂H^p/∂z = -g · π̃ (log π̃ + H^p) on N = {z > theta_open}, 0 elsewhere.
+
+    x: logits rows [r, V] in the compute dtype; p: the saved per-row values of these rows.
+    Written into ``out`` when given (same dtype and shape as x).
+    """
+    g = g.unsqueeze(-1)
+    m, log_zn, h, theta = (p.row_max.unsqueeze(-1), p.log_zn.unsqueeze(-1), p.entropy.unsqueeze(-1),
+                           p.theta_open.unsqueeze(-1))
+    if robust:
+        # -inf logits / overflowing ranges: shift by the max and clamp, mask on the logits (9 passes)
+        t = torch.sub(x, m, out=out).clamp_(min=_NEG_BIG).sub_(log_zn)  # log π̃, finite
+        u = torch.add(t, h)  # log π̃ + H^p
+        t.exp_().mul_(u).mul_(-g)
+        return t.masked_fill_(x <= theta, 0.0)
+    # 6 passes: a = z - θ (its sign is exact: a > 0 ⇔ v ∈ N); log π̃ = a + κ with κ = θ - max - log Σ_N
+    kappa = theta - m - log_zn
+    a = torch.sub(x, theta, out=out)
+    u = torch.addcmul((kappa + h) * -g, a, -g)  # -g (log π̃ + H^p)
+    torch.threshold_(a, 0.0, -math.inf)  # outside N: log π̃ = -inf, π̃ = 0
+    return a.add_(kappa).exp_().mul_(u)
+
+
+def _sparse_grad(x: Tensor, g: Tensor, p: _Saved) -> Tensor:
+    """The same gradient at the saved top-k positions (the nucleus is their first sparse_n)."""
+    vals = x.gather(1, p.sparse_idx).to(p.row_max.dtype)
+    log_pt = (vals - p.row_max.unsqueeze(-1)).clamp_(min=_NEG_BIG) - p.log_zn.unsqueeze(-1)
+    grad = -g.unsqueeze(-1) * log_pt.exp() * (log_pt + p.entropy.unsqueeze(-1))
+    keep = torch.arange(p.sparse_idx.shape[1], device=x.device).unsqueeze(0) < p.sparse_n.unsqueeze(-1)
+    keep &= (p.kind == _SPARSE).unsqueeze(-1)
+    return torch.where(keep, grad, 0.0)
+
+
+def _rows_of(p: _Saved, sel: Tensor | slice) -> _Saved:
+    return _Saved(*(None if t is None else t[sel] for t in p))
+
+
+def _run_backward(logits: Tensor, grad_out: Tensor, saved: _Saved, block: int) -> Tensor:
+    cdt = _compute_dtype(logits.dtype)
+    vocab = logits.shape[-1]
+    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    grad_rows = grad.view(-1, vocab)
+    g_all = grad_out.reshape(-1).to(cdt)
+    direct = logits.dtype == cdt  # compute straight into the gradient buffer
+    for start, rows in _blocks(logits, block):
+        stop = start + rows.shape[0]
+        p = _rows_of(saved, slice(start, stop))
+        g = g_all[start:stop]
+        out = grad_rows[start:stop]
+        n = rows.shape[0]
+        dense = p.kind == _DENSE
+        n_dense = int(dense.sum())
+        robust = bool(p.robust.any())
+        if 2 * n_dense >= n:
+            # most rows need the dense formula: it is exact for every row, run it on the whole block
+            res = _dense_grad(rows.to(cdt), g, p, robust, out if direct else None)
+            if not direct:
+                out.copy_(res)
+            other = p.kind >= _ZERO_GRAD
+            if bool(other.any()):
+                out[other] = 0.0
+        else:
+            out.zero_()
+            if p.sparse_idx is not None and bool((p.kind == _SPARSE).any()):
+                out.scatter_(1, p.sparse_idx, _sparse_grad(rows, g, p).to(out.dtype))
+            if n_dense:
+                sel = dense.nonzero().squeeze(-1)
+                ps = _rows_of(p, sel)
+                out[sel] = _dense_grad(rows[sel].to(cdt), g[sel], ps, bool(ps.robust.any()), None).to(out.dtype)
+        nan = p.kind == _NAN
+        if bool(nan.any()):
+            out[nan] = math.nan
+    return grad
+
+
+class _NucleusEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: Tensor, top_p: float, inclusive: bool, block: int) -> Tensor:
+        entropy, _, _, saved = _run_forward(logits, top_p, inclusive, block, need_stats=False, need_backward=True)
+        ctx.block = block
+        ctx.has_sparse = saved.sparse_idx is not None
+        tensors = [logits, *saved[:6]]
+        if ctx.has_sparse:
+            tensors += [saved.sparse_idx, saved.sparse_n]
+        ctx.save_for_backward(*tensors)
+        return entropy
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        logits, *rest = ctx.saved_tensors
+        saved = _Saved(*rest[:6], *(rest[6:] if ctx.has_sparse else (None, None)))
+        return _run_backward(logits, grad_out, saved, ctx.block), None, None, None
+
+
+# --------------------------------------------------------------------------------------------------
+# public API (SPEC §10)
+# --------------------------------------------------------------------------------------------------
+
+
+def nucleus_entropy(
+    logits: Tensor, top_p: float = 0.8, boundary: str = "exclusive", chunk_size: int | None = None
+) -> Tensor:
+    """Exact nucleus (top-p) entropy ``H^p`` per token (SPEC §1), differentiable w.r.t. ``logits``.
+
+    Args:
+        logits: ``[..., V]`` floating tensor (any float dtype; computed in float32, float64 kept).
+        top_p: nucleus mass ``p`` in (0, 1].
+        boundary: ``"exclusive"`` (``N = {π > θ}``, the SIREN reference) or ``"inclusive"``
+            (``N = {π ≥ θ}``, textbook top-p).
+        chunk_size: rows (tokens) processed at once, forward and backward; extra memory is
+            O(chunk_size · V). ``None`` picks about 2**20 logits per block.
+
+    Returns:
+        ``logits.shape[:-1]`` tensor, float32 (float64 for float64 logits).
+    """
+    _check_args(logits, top_p, boundary, chunk_size)
+    top_p = float(top_p)
+    inclusive = boundary == "inclusive"
+    block = _block_rows(logits.shape[-1], chunk_size)
+    if logits.numel() == 0:
+        return torch.zeros(logits.shape[:-1], dtype=_compute_dtype(logits.dtype), device=logits.device)
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return _NucleusEntropy.apply(logits, top_p, inclusive, block)
+    entropy, _, _, _ = _run_forward(logits.detach(), top_p, inclusive, block, need_stats=False, need_backward=False)
+    return entropy
+
+
+@torch.no_grad()
+def nucleus_stats(
+    logits: Tensor, top_p: float = 0.8, boundary: str = "exclusive", chunk_size: int | None = None
+) -> NucleusStats:
+    """Nucleus entropy, nucleus size ``|N|`` and full entropy per token, without gradient (SPEC §1)."""
+    _check_args(logits, top_p, boundary, chunk_size)
+    inclusive = boundary == "inclusive"
+    block = _block_rows(logits.shape[-1], chunk_size)
+    lead = logits.shape[:-1]
+    if logits.numel() == 0:
+        cdt = _compute_dtype(logits.dtype)
+        empty = torch.zeros(lead, dtype=cdt, device=logits.device)
+        return NucleusStats(empty, torch.zeros(lead, dtype=torch.int64, device=logits.device), empty.clone())
+    entropy, size, full, _ = _run_forward(logits.detach(), float(top_p), inclusive, block, need_stats=True, need_backward=False)
+    return NucleusStats(entropy, size, full)

@@ -1,0 +1,578 @@
+"""Exact nucleus (top-p) entropy as Triton kernels, forward and backward — SPEC §1.
+
+Same maths as :mod:`siren_verl.entropy.nucleus` (the torch path), on the GPU at about the cost of a
+few reads of the logits. One Triton program handles one row (token) and works out everything for it
+without sorting and without any ``[T, V]`` intermediate:
+
+Forward kernel, per row ``z`` (computed in float32 whatever the input dtype):
+
+* pass A (one read): online softmax statistics, i.e. row max ``m``, ``Z = Σ e`` and
+  ``S = Σ e·(z - m)`` with ``e = exp(z - m)`` (full entropy ``log Z - S / Z``), the smallest finite
+  logit, the number of logits tied with the max, and NaN / ``+inf`` / finite counts.
+* threshold search (SPEC §1: ``θ = π(j*)``, ``j* = min{j : c_j ≥ p}`` in descending order). ``θ`` is
+  the largest logit value ``x`` of the row with ``F(x) = Σ_{z_u ≥ x} e_u ≥ p·Z``. Logits are mapped to
+  order-preserving integer keys (IEEE bits with the usual sign flip; ``-0`` and ``+0`` share a key;
+  for bf16/fp16 input the always-zero low mantissa bits are dropped, so every key step is one
+  representable input value). An interval ``[lo, hi)`` of keys with ``F(lo) ≥ p·Z > F(hi)`` holds ``θ``;
+  each search pass (one read) evaluates ``F`` at 16 pivots spread evenly over the interval and keeps
+  the sub-interval where ``F`` crosses ``p·Z``; it also takes the smallest and largest key inside the
+  interval, which snaps the ends to real logits and ends the search at once when the interval holds a
+  single distinct value. The interval shrinks at least 16-fold per pass: at most 8 passes for fp32
+  input, 4 for bf16/fp16 (usually fewer). Blocks of the row without any logit inside the interval
+  skip the per-pivot work, so after the first pass a row with a small nucleus mostly just streams.
+  The first interval is ``[max(key(m + log((1-p)Z/n) - 1), key(min z)), key(m) + 1)`` where ``n`` is
+  the number of finite logits: the mass below ``m + log((1-p)Z/n) - 1`` is below ``(1-p)Z/e``, so
+  ``θ`` is above it. ``p == 1`` needs no search: ``θ`` is the smallest finite logit. When the tokens
+  tied with the max already hold ``p·Z`` (a near-deterministic token), ``θ = m`` without any search.
+* nucleus pass (one read): ``Zn = Σ_N e``, ``Sn = Σ_N e·(z - m)``, ``|N|``; ``H^p = log Zn - Sn / Zn``.
+  ``N = {key > key(θ)}`` (exclusive) or ``{key ≥ key(θ)}`` (inclusive): ties with ``θ`` follow the
+  boundary rule exactly. An empty nucleus gives ``H^p = 0`` and a zero gradient.
+
+Saved per row for the backward (no ``[T, V]`` tensor): row max, ``log Zn``, ``H^p``, the cut key
+(``N = {key > cut}``) and a row kind. Backward kernel (one read, one write) recomputes from the
+logits: ``∂H^p/∂z_v = -π̃(v) (log π̃(v) + H^p)`` on ``N`` with ``log π̃(v) = z_v - m - log Zn``, 0 outside
+(SPEC §1).
+
+Numerics and special rows follow the torch path: probabilities are float32 ``exp(z - m)``; masses are
+summed in float32 within a block and float64 across blocks, so when some ``c_j`` lies within float32
+rounding (~1e-6 relative) of ``p`` the nucleus can differ from an exact-arithmetic computation by that
+token. ``-inf`` logits have probability 0 and are never in the nucleus. A row with ``+inf`` logits is
+its limit distribution, uniform over the ``n`` ``+inf`` tokens (exclusive: ``H^p = 0``, size 0;
+inclusive: ``H^p = log n``, size ``n``; full entropy ``log n``; gradient 0). A row of only ``-inf``:
+zeros. A row with a NaN: NaN entropy, full entropy and gradient, size 0.
+
+Triton is imported lazily (inside functions): this module imports without triton. The kernels are
+plain functions here and are compiled on first use by :func:`_kernels`, which binds ``tl`` and the
+``@triton.jit`` helper into this module's globals (Triton resolves a kernel's names there). Under
+``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (numpy), which is how the tests run them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from numbers import Real
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "NucleusKernelAux",
+    "nucleus_entropy_triton",
+    "nucleus_entropy_triton_backward",
+    "nucleus_entropy_triton_forward",
+    "nucleus_stats_triton",
+    "triton_available",
+    "triton_interpret_enabled",
+]
+
+BOUNDARIES = ("exclusive", "inclusive")
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+# Row kinds (saved for the backward).
+ROW_NORMAL, ROW_ZERO_GRAD, ROW_NAN = 0, 1, 2
+
+# Low mantissa bits that are always zero once an input dtype is upcast to float32: dropping them makes
+# one key step one representable input value (fewer search passes: 16-bit keys for bf16/fp16).
+_KEY_SHIFT = {torch.float32: 0, torch.bfloat16: 16, torch.float16: 13}
+
+# Launch configuration. BLOCK: logits per step of the streaming passes (pass A, nucleus pass,
+# backward). BLOCK_S x NPIV: the tile of the search passes (logits x pivots).
+_BLOCK = 4096
+_BLOCK_S = 1024
+_NPIV = 16
+_NUM_WARPS = 8
+
+_TRUTHY = ("1", "true", "yes", "on", "y")
+
+
+class NucleusKernelAux(NamedTuple):
+    """Per-row values the backward needs (all ``[T]``); pass them back as ``*aux``."""
+
+    entropy: Tensor  # float32, H^p
+    row_max: Tensor  # float32, m
+    log_zn: Tensor  # float32, log Σ_{v∈N} exp(z_v - m)
+    cut_key: Tensor  # int32, N = {v : key(z_v) > cut_key}
+    row_kind: Tensor  # int32, ROW_NORMAL | ROW_ZERO_GRAD | ROW_NAN
+
+
+# --------------------------------------------------------------------------------------------------
+# availability
+# --------------------------------------------------------------------------------------------------
+
+
+def triton_interpret_enabled() -> bool:
+    """Whether Triton's CPU interpreter is switched on (``TRITON_INTERPRET``, read as Triton reads it)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in _TRUTHY
+
+
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # ImportError, or a broken install raising something else at import
+        return False
+    return True
+
+
+def triton_available(device: torch.device | str | None = None) -> bool:
+    """True when these kernels can run on ``device``.
+
+    CUDA device: triton importable and CUDA usable. CPU device: only under Triton's interpreter
+    (``TRITON_INTERPRET=1``, slow; for tests). Anything else: False.
+    """
+    dev = torch.device("cuda" if device is None else device)
+    if not _triton_importable():
+        return False
+    if dev.type == "cuda":
+        return torch.cuda.is_available()
+    if dev.type == "cpu":
+        return triton_interpret_enabled()
+    return False
+
+
+# --------------------------------------------------------------------------------------------------
+# kernels (plain functions here; compiled by _kernels(); `tl` and `_monotone_key` are bound there)
+# --------------------------------------------------------------------------------------------------
+
+# triton.language, bound by _kernels() (Triton resolves a kernel's global names in this module).
+tl: Any = None
+
+
+def _monotone_key(x, KEY_SHIFT: tl.constexpr):
+    """Order-preserving int32 key of float32 ``x``: a < b ⇔ key(a) < key(b); -0 and +0 share 0."""
+    bits = x.to(tl.int32, bitcast=True)
+    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats: flip all but the sign bit
+    key = tl.where(x == 0.0, 0, key)
+    return key >> KEY_SHIFT  # arithmetic shift: drops bits that are zero (ones) for all inputs
+
+
+def _nucleus_fwd_kernel(
+    x_ptr, stride_x, V, p_hi, p_lo, log_1mp,
+    ent_ptr, size_ptr, full_ptr, rowmax_ptr, logzn_ptr, cut_ptr, kind_ptr, passes_ptr,
+    INCLUSIVE: tl.constexpr, P_IS_ONE: tl.constexpr, KEY_SHIFT: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_S: tl.constexpr, NPIV: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * stride_x
+    offs = tl.arange(0, BLOCK)
+    NEG_INF = float("-inf")
+    POS_INF = float("inf")
+
+    # ---- pass A: online softmax statistics (SPEC §1: π = softmax(z)) --------------------------------
+    m = NEG_INF  # running max over finite logits
+    z_sum = 0.0  # Σ exp(z - m)
+    s_sum = 0.0  # Σ exp(z - m) (z - m)
+    z_min = POS_INF  # smallest finite logit
+    n_at_max = 0  # logits equal to m
+    n_nan = 0
+    n_pinf = 0
+    n_fin = 0
+    for start in range(0, V, BLOCK):
+        idx = start + offs
+        x = tl.load(x_row + idx, mask=idx < V, other=NEG_INF).to(tl.float32)
+        fin = tl.abs(x) < POS_INF  # (False for ±inf and NaN)
+        n_nan += tl.sum((x != x).to(tl.int32), 0)
+        n_pinf += tl.sum((x == POS_INF).to(tl.int32), 0)
+        n_fin += tl.sum(fin.to(tl.int32), 0)
+        xf = tl.where(fin, x, NEG_INF)
+        z_min = tl.minimum(z_min, tl.min(tl.where(fin, x, POS_INF), 0))
+        b_max = tl.max(xf, 0)
+        n_b = tl.sum((xf == b_max).to(tl.int32), 0)
+        n_at_max = tl.where(b_max > m, n_b, tl.where(b_max == m, n_at_max + n_b, n_at_max))
+        m_new = tl.maximum(m, b_max)
+        m_ref = tl.where(m_new == NEG_INF, 0.0, m_new)  # (no finite logit yet: sums stay 0)
+        m_old = tl.where(m == NEG_INF, m_ref, m)
+        alpha = tl.exp(m_old - m_ref)
+        d = tl.where(fin, x - m_ref, 0.0)
+        e = tl.where(fin, tl.exp(d), 0.0)
+        s_sum = alpha * (s_sum + z_sum * (m_old - m_ref)) + tl.sum(e * d, 0)
+        z_sum = alpha * z_sum + tl.sum(e, 0)
+        m = m_new
+
+    # ---- defaults: the special rows (see module doc) -------------------------------------------------
+    normal = (n_nan == 0) & (n_pinf == 0) & (n_fin > 0)
+    n_pinf_f = n_pinf.to(tl.float32)
+    log_npinf = tl.log(tl.maximum(n_pinf_f, 1.0))
+    entropy = tl.where(n_pinf > 0, log_npinf, 0.0)
+    if not INCLUSIVE:
+        entropy = 0.0 * entropy
+    full = tl.where(n_pinf > 0, log_npinf, 0.0)
+    size = tl.where(n_pinf > 0, n_pinf, 0)
+    if not INCLUSIVE:
+        size = 0 * size
+    if n_nan > 0:
+        entropy = entropy + float("nan")
+        full = full + float("nan")
+        size = 0 * size
+    kind = tl.where(n_nan > 0, 2, 1)  # ROW_NAN / ROW_ZERO_GRAD
+    log_zn = 0.0 * full
+    cut = 2147483647 + 0 * size  # empty nucleus
+    passes = 0 * size
+    m_out = tl.where(normal, m, 0.0)
+
+    if normal:
+        full = tl.log(z_sum) - s_sum / z_sum
+        key_max = _monotone_key(m, KEY_SHIFT)
+        z64 = z_sum.to(tl.float64)
+        target = z64 * p_hi + z64 * p_lo  # p·Z (p = p_hi + p_lo to float64 precision)
+        # ---- threshold search: theta = the largest key x with F(x) >= p Z (SPEC §1) ---------------
+        if P_IS_ONE:
+            theta = _monotone_key(z_min, KEY_SHIFT)  # c_j reaches 1 at the smallest finite logit
+        else:
+            theta = key_max  # the max's ties hold p·Z: a near-deterministic token, no search
+            if n_at_max.to(tl.float64) < target:
+                x_lo = m + log_1mp + tl.log(z_sum / n_fin.to(tl.float32)) - 1.0
+                lo = tl.maximum(_monotone_key(x_lo, KEY_SHIFT), _monotone_key(z_min, KEY_SHIFT))
+                lo = lo.to(tl.int64)
+                hi = key_max.to(tl.int64) + 1
+                mass_hi = 0.0 * target  # F(hi), float64
+                piv_i = tl.arange(0, NPIV)
+                offs_s = tl.arange(0, BLOCK_S)
+                while hi - lo > 1:
+                    passes += 1
+                    piv = (lo + (piv_i.to(tl.int64) * (hi - lo)) // NPIV).to(tl.int32)
+                    lo32 = lo.to(tl.int32)
+                    hi32 = hi.to(tl.int32)
+                    f = tl.zeros([NPIV], dtype=tl.float64)  # Σ e over [piv_i, hi)
+                    k_min = hi32
+                    k_max = lo32 - 1
+                    for start in range(0, V, BLOCK_S):
+                        idx = start + offs_s
+                        x = tl.load(x_row + idx, mask=idx < V, other=NEG_INF).to(tl.float32)
+                        key = _monotone_key(x, KEY_SHIFT)
+                        inside = (key >= lo32) & (key < hi32)
+                        if tl.max(inside.to(tl.int32), 0) > 0:  # skip blocks with nothing inside
+                            e = tl.where(inside, tl.exp(x - m), 0.0)
+                            ge = key[:, None] >= piv[None, :]
+                            f += tl.sum(tl.where(ge, e[:, None], 0.0), 0).to(tl.float64)
+                            k_min = tl.minimum(k_min, tl.min(tl.where(inside, key, 2147483647), 0))
+                            k_max = tl.maximum(k_max, tl.max(tl.where(inside, key, -2147483648), 0))
+                    f_at = mass_hi + f  # F(piv_i)
+                    ok = (f_at >= target) | (piv_i == 0)  # F(lo) >= p Z is the invariant
+                    j = tl.max(tl.where(ok, piv_i, 0), 0)
+                    new_lo = tl.sum(tl.where(piv_i == j, piv, 0), 0).to(tl.int64)
+                    nxt = piv_i == j + 1
+                    new_hi = tl.where(j + 1 < NPIV, tl.sum(tl.where(nxt, piv, 0), 0).to(tl.int64), hi)
+                    new_mass_hi = tl.where(j + 1 < NPIV, tl.sum(tl.where(nxt, f_at, 0.0), 0), mass_hi)
+                    single = k_min == k_max  # one distinct value inside: it is theta
+                    # snap the ends to the smallest / largest key inside [lo, hi) (F is flat outside)
+                    lo = tl.where(single, k_min.to(tl.int64), tl.maximum(new_lo, k_min.to(tl.int64)))
+                    hi = tl.where(single, k_min.to(tl.int64) + 1, tl.minimum(new_hi, k_max.to(tl.int64) + 1))
+                    mass_hi = tl.where(single, mass_hi, new_mass_hi)
+                theta = lo.to(tl.int32)
+
+        # ---- nucleus pass: Σ_N e, Σ_N e (z - m), |N| ------------------------------------------------
+        if INCLUSIVE:
+            cut = theta - 1
+        else:
+            cut = theta
+        if cut >= key_max:  # nothing above theta: empty nucleus (exclusive, theta = max)
+            entropy = 0.0 * full
+            size = 0 * size
+        else:
+            zn = 0.0
+            sn = 0.0
+            cnt = 0
+            if (theta == key_max) & INCLUSIVE:  # N = the ties of the max: uniform
+                cnt = n_at_max
+                zn = n_at_max.to(tl.float32)
+            else:
+                for start in range(0, V, BLOCK):
+                    idx = start + offs
+                    x = tl.load(x_row + idx, mask=idx < V, other=NEG_INF).to(tl.float32)
+                    member = _monotone_key(x, KEY_SHIFT) > cut
+                    d = tl.where(member, x - m, 0.0)
+                    e = tl.where(member, tl.exp(d), 0.0)
+                    zn += tl.sum(e, 0)
+                    sn += tl.sum(e * d, 0)
+                    cnt += tl.sum(member.to(tl.int32), 0)
+            log_zn = tl.log(zn)
+            entropy = log_zn - sn / zn
+            size = cnt
+            kind = 0 * kind  # ROW_NORMAL
+    tl.store(ent_ptr + row, entropy)
+    tl.store(size_ptr + row, size.to(tl.int64))
+    tl.store(full_ptr + row, full)
+    tl.store(rowmax_ptr + row, m_out)
+    tl.store(logzn_ptr + row, log_zn)
+    tl.store(cut_ptr + row, cut)
+    tl.store(kind_ptr + row, kind)
+    tl.store(passes_ptr + row, passes)
+
+
+def _nucleus_bwd_kernel(
+    x_ptr, stride_x, g_ptr, ent_ptr, rowmax_ptr, logzn_ptr, cut_ptr, kind_ptr, out_ptr, stride_out, V,
+    KEY_SHIFT: tl.constexpr, BLOCK: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * stride_x
+    out_row = out_ptr + row * stride_out
+    offs = tl.arange(0, BLOCK)
+    kind = tl.load(kind_ptr + row)
+    g = tl.load(g_ptr + row)
+    if (kind == 0) & (g != 0.0):
+        # SPEC §1: dH^p/dz_v = -π̃(v) (log π̃(v) + H^p) on N, 0 outside; log π̃(v) = z_v - m - log Zn
+        h = tl.load(ent_ptr + row)
+        m = tl.load(rowmax_ptr + row)
+        log_zn = tl.load(logzn_ptr + row)
+        cut = tl.load(cut_ptr + row)
+        for start in range(0, V, BLOCK):
+            idx = start + offs
+            x = tl.load(x_row + idx, mask=idx < V, other=float("-inf")).to(tl.float32)
+            member = _monotone_key(x, KEY_SHIFT) > cut
+            log_pt = tl.where(member, x - m - log_zn, 0.0)
+            grad = tl.where(member, -g * tl.exp(log_pt) * (log_pt + h), 0.0)
+            tl.store(out_row + idx, grad.to(out_ptr.dtype.element_ty), mask=idx < V)
+    else:
+        fill = tl.where(kind == 2, float("nan"), 0.0)  # ROW_NAN rows: NaN everywhere
+        for start in range(0, V, BLOCK):
+            idx = start + offs
+            val = tl.zeros([BLOCK], dtype=tl.float32) + fill
+            tl.store(out_row + idx, val.to(out_ptr.dtype.element_ty), mask=idx < V)
+
+
+class _Kernels(NamedTuple):
+    forward: Any
+    backward: Any
+    monotone_key: Any
+
+
+_KERNEL_CACHE: dict[bool, _Kernels] = {}
+# The undecorated helper, kept under its own name: `_monotone_key` is rebound to its wrapped version.
+_monotone_key_source = _monotone_key
+
+
+def _kernels(interpret: bool | None = None) -> _Kernels:
+    """The kernels above wrapped for Triton: compiled (``JITFunction``) or, with ``interpret`` (default:
+    ``TRITON_INTERPRET`` is on), run by Triton's CPU interpreter (``InterpretedFunction``).
+
+    Both kinds resolve the helper ``_monotone_key`` in this module's globals when they compile / run, so
+    it is rebound here to the wrapper of the same kind on every call.
+    """
+    if interpret is None:
+        interpret = triton_interpret_enabled()
+    cached = _KERNEL_CACHE.get(interpret)
+    if cached is None:
+        import triton.language as triton_language
+
+        globals()["tl"] = triton_language
+        if interpret:
+            from triton.runtime.interpreter import InterpretedFunction as wrap
+        else:
+            from triton.runtime.jit import JITFunction as wrap
+        cached = _Kernels(
+            forward=wrap(_nucleus_fwd_kernel),
+            backward=wrap(_nucleus_bwd_kernel),
+            monotone_key=wrap(_monotone_key_source),
+        )
+        _KERNEL_CACHE[interpret] = cached
+    globals()["_monotone_key"] = cached.monotone_key
+    return cached
+
+
+# --------------------------------------------------------------------------------------------------
+# launches
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_logits2d(logits2d: Tensor, name: str = "logits2d") -> None:
+    if not isinstance(logits2d, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits2d).__name__}")
+    if logits2d.dim() != 2:
+        raise ValueError(f"{name} must be 2-D [tokens, vocab], got shape {tuple(logits2d.shape)}")
+    if logits2d.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name}.dtype={logits2d.dtype}: must be one of {SUPPORTED_DTYPES}")
+    if logits2d.shape[1] < 1 or logits2d.shape[1] >= 2**31:
+        raise ValueError(f"{name} vocabulary size {logits2d.shape[1]}: must be in [1, 2**31)")
+    if not triton_available(logits2d.device):
+        raise RuntimeError(
+            f"the Triton nucleus-entropy kernel cannot run on {logits2d.device}: it needs triton and a "
+            "CUDA device (or TRITON_INTERPRET=1 for CPU tensors)"
+        )
+
+
+def _check_top_p_boundary(top_p: float, boundary: str) -> None:
+    if isinstance(top_p, bool) or not isinstance(top_p, Real) or not (0.0 < float(top_p) <= 1.0):
+        raise ValueError(f"top_p={top_p!r}: must be a number in (0, 1]")
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary={boundary!r}: must be one of {BOUNDARIES}")
+
+
+def _unit_stride(x: Tensor) -> Tensor:
+    return x if x.stride(1) == 1 else x.contiguous()
+
+
+def _launch_forward(
+    logits2d: Tensor, top_p: float, boundary: str, block: int = _BLOCK, block_s: int = _BLOCK_S,
+    npiv: int = _NPIV, num_warps: int = _NUM_WARPS,
+) -> tuple[Tensor, Tensor, Tensor, NucleusKernelAux, Tensor]:
+    """Forward kernel; also returns the number of search passes per row (int32, for tests/benchmarks)."""
+    _check_logits2d(logits2d)
+    _check_top_p_boundary(top_p, boundary)
+    x = _unit_stride(logits2d)
+    rows, vocab = x.shape
+    dev = x.device
+    p = float(top_p)
+    p_hi = float(torch.tensor(p, dtype=torch.float32))  # float32 p_hi + p_lo = p to ~48 bits
+    entropy = torch.empty(rows, dtype=torch.float32, device=dev)
+    size = torch.empty(rows, dtype=torch.int64, device=dev)
+    full = torch.empty(rows, dtype=torch.float32, device=dev)
+    row_max = torch.empty(rows, dtype=torch.float32, device=dev)
+    log_zn = torch.empty(rows, dtype=torch.float32, device=dev)
+    cut = torch.empty(rows, dtype=torch.int32, device=dev)
+    kind = torch.empty(rows, dtype=torch.int32, device=dev)
+    passes = torch.empty(rows, dtype=torch.int32, device=dev)
+    if rows:
+        kern = _kernels()
+        kern.forward[(rows,)](
+            x, x.stride(0), vocab, p_hi, p - p_hi, math.log1p(-p) if p < 1.0 else 0.0,
+            entropy, size, full, row_max, log_zn, cut, kind, passes,
+            INCLUSIVE=boundary == "inclusive", P_IS_ONE=p >= 1.0, KEY_SHIFT=_KEY_SHIFT[x.dtype],
+            BLOCK=block, BLOCK_S=block_s, NPIV=npiv, num_warps=num_warps,
+        )
+    aux = NucleusKernelAux(entropy=entropy, row_max=row_max, log_zn=log_zn, cut_key=cut, row_kind=kind)
+    return entropy, size, full, aux, passes
+
+
+def nucleus_entropy_triton_forward(
+    logits2d: Tensor, top_p: float = 0.8, boundary: str = "exclusive"
+) -> tuple[Tensor, Tensor, Tensor, NucleusKernelAux]:
+    """Nucleus entropy ``H^p``, nucleus size ``|N|`` and full entropy per row (SPEC §1), no autograd.
+
+    Args:
+        logits2d: ``[T, V]`` float32 / bfloat16 / float16 logits on a CUDA device (CPU only under
+            ``TRITON_INTERPRET=1``); any row stride, unit stride along V (else copied).
+        top_p: nucleus mass ``p`` in (0, 1].
+        boundary: ``"exclusive"`` (``N = {π > θ}``) or ``"inclusive"`` (``N = {π ≥ θ}``).
+
+    Returns:
+        ``(entropy, size, full_entropy, aux)``: float32 ``[T]``, int64 ``[T]``, float32 ``[T]`` and the
+        per-row values :func:`nucleus_entropy_triton_backward` needs (``*aux``).
+    """
+    entropy, size, full, aux, _ = _launch_forward(logits2d, top_p, boundary)
+    return entropy, size, full, aux
+
+
+def nucleus_entropy_triton_backward(
+    logits2d: Tensor, grad_h: Tensor, *aux: Tensor, block: int = _BLOCK, num_warps: int = _NUM_WARPS
+) -> Tensor:
+    """Gradient of ``Σ_t grad_h[t] · H^p[t]`` w.r.t. ``logits2d`` (SPEC §1), dtype of ``logits2d``.
+
+    ``aux`` is the :class:`NucleusKernelAux` returned by :func:`nucleus_entropy_triton_forward` for the
+    same logits (either as one tuple or unpacked). Recomputes from the logits; one read, one write.
+    """
+    if len(aux) == 1 and isinstance(aux[0], tuple):
+        aux = tuple(aux[0])
+    if len(aux) != len(NucleusKernelAux._fields):
+        raise ValueError(f"aux: expected the {len(NucleusKernelAux._fields)} tensors {NucleusKernelAux._fields}, got {len(aux)}")
+    aux_t = NucleusKernelAux(*aux)
+    _check_logits2d(logits2d)
+    x = _unit_stride(logits2d)
+    rows, vocab = x.shape
+    g = grad_h.reshape(-1)
+    if g.numel() != rows:
+        raise ValueError(f"grad_h has {g.numel()} elements, expected one per row ({rows})")
+    g = g.to(device=x.device, dtype=torch.float32).contiguous()
+    out = torch.empty((rows, vocab), dtype=x.dtype, device=x.device)
+    if rows:
+        kern = _kernels()
+        kern.backward[(rows,)](
+            x, x.stride(0), g, aux_t.entropy, aux_t.row_max, aux_t.log_zn, aux_t.cut_key, aux_t.row_kind,
+            out, out.stride(0), vocab, KEY_SHIFT=_KEY_SHIFT[x.dtype], BLOCK=block, num_warps=num_warps,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# convenience: the public-API shapes ([..., V], autograd), for the dispatch in nucleus.py
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_rows(logits: Tensor) -> Tensor:
+    vocab = logits.shape[-1]
+    return logits.reshape(-1, vocab) if logits.dim() != 2 else logits
+
+
+class _NucleusEntropyTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: Tensor, top_p: float, boundary: str) -> Tensor:
+        rows = _as_rows(logits)
+        entropy, _, _, aux = nucleus_entropy_triton_forward(rows, top_p, boundary)
+        ctx.save_for_backward(rows, *aux)
+        ctx.logits_shape = logits.shape
+        return entropy.view(logits.shape[:-1])
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        rows, *aux = ctx.saved_tensors
+        grad = nucleus_entropy_triton_backward(rows, grad_out, *aux)
+        return grad.view(ctx.logits_shape), None, None
+
+
+def nucleus_entropy_triton(logits: Tensor, top_p: float = 0.8, boundary: str = "exclusive") -> Tensor:
+    """``nucleus_entropy`` (SPEC §10) on the Triton kernels: ``logits`` ``[..., V]`` → float32 ``[...]``,
+    differentiable w.r.t. ``logits`` (backward by the kernel, nothing ``[T, V]`` saved but the logits)."""
+    _check_top_p_boundary(top_p, boundary)
+    if logits.dim() < 1:
+        raise ValueError(f"logits must have a vocabulary dimension, got shape {tuple(logits.shape)}")
+    if logits.numel() == 0:
+        return torch.zeros(logits.shape[:-1], dtype=torch.float32, device=logits.device)
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return _NucleusEntropyTriton.apply(logits, float(top_p), boundary)
+    entropy, _, _, _ = nucleus_entropy_triton_forward(_as_rows(logits.detach()), top_p, boundary)
+    return entropy.view(logits.shape[:-1])
+
+
+@torch.no_grad()
+def nucleus_stats_triton(
+    logits: Tensor, top_p: float = 0.8, boundary: str = "exclusive"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(nucleus_entropy, nucleus_size, full_entropy)`` per token (no gradient), shapes ``logits.shape[:-1]``."""
+    _check_top_p_boundary(top_p, boundary)
+    lead = logits.shape[:-1]
+    if logits.numel() == 0:
+        zeros = torch.zeros(lead, dtype=torch.float32, device=logits.device)
+        return zeros, torch.zeros(lead, dtype=torch.int64, device=logits.device), zeros.clone()
+    entropy, size, full, _ = nucleus_entropy_triton_forward(_as_rows(logits.detach()), top_p, boundary)
+    return entropy.view(lead), size.view(lead), full.view(lead)
+
+
+def _compile_for_target(arch: int = 90, dtypes: Sequence[torch.dtype] = SUPPORTED_DTYPES) -> dict[str, Any]:
+    """Ahead-of-time compile every kernel variant for an NVIDIA ``sm_<arch>`` target (no GPU needed).
+
+    Returns ``{variant name: compiled kernel}``; used by the tests and to read register usage.
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kern = _kernels(interpret=False)
+    target = GPUTarget("cuda", arch, 32)
+    tt = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    out: dict[str, Any] = {}
+    for dt in dtypes:
+        for inclusive in (False, True):
+            for p_is_one in (False, True):
+                sig = {
+                    "x_ptr": f"*{tt[dt]}", "stride_x": "i32", "V": "i32", "p_hi": "fp32", "p_lo": "fp32", "log_1mp": "fp32",
+                    "ent_ptr": "*fp32", "size_ptr": "*i64", "full_ptr": "*fp32", "rowmax_ptr": "*fp32",
+                    "logzn_ptr": "*fp32", "cut_ptr": "*i32", "kind_ptr": "*i32", "passes_ptr": "*i32",
+                }
+                const = {"INCLUSIVE": inclusive, "P_IS_ONE": p_is_one, "KEY_SHIFT": _KEY_SHIFT[dt],
+                         "BLOCK": _BLOCK, "BLOCK_S": _BLOCK_S, "NPIV": _NPIV}
+                name = f"fwd_{tt[dt]}_{'incl' if inclusive else 'excl'}{'_p1' if p_is_one else ''}"
+                out[name] = triton.compile(ASTSource(kern.forward, sig, const), target=target,
+                                           options={"num_warps": _NUM_WARPS})
+        sig = {
+            "x_ptr": f"*{tt[dt]}", "stride_x": "i32", "g_ptr": "*fp32", "ent_ptr": "*fp32", "rowmax_ptr": "*fp32",
+            "logzn_ptr": "*fp32", "cut_ptr": "*i32", "kind_ptr": "*i32", "out_ptr": f"*{tt[dt]}",
+            "stride_out": "i32", "V": "i32",
+        }
+        out[f"bwd_{tt[dt]}"] = triton.compile(
+            ASTSource(kern.backward, sig, {"KEY_SHIFT": _KEY_SHIFT[dt], "BLOCK": _BLOCK}), target=target,
+            options={"num_warps": _NUM_WARPS},
+        )
+    return out
