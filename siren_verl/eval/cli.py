@@ -84,6 +84,12 @@ def _add_generate_args(p: argparse.ArgumentParser, output_required: bool) -> Non
     b.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32")
     b.add_argument("--batch-size", type=int, default=16, help="hf: sequences per generate call")
     b.add_argument("--device", default="auto", help="hf: cpu | cuda | auto")
+    b.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=None,
+        help="hf: torch CPU threads (default: torch's; data parallel: CPUs / dp)",
+    )
     r = p.add_argument_group("resume and sharding")
     r.add_argument(
         "--allow-settings-change", action="store_true", help="append to samples drawn with other settings"
@@ -95,7 +101,7 @@ def _add_generate_args(p: argparse.ArgumentParser, output_required: bool) -> Non
         default=1,
         help="generate only every num_shards-th problem, from shard-index (multi-node)",
     )
-    r.add_argument("--done-file", default=None, help=argparse.SUPPRESS)
+    r.add_argument("--dp-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -177,11 +183,6 @@ def _visible_gpus() -> list[str] | None:
     return [str(i) for i in range(count)] if count else None
 
 
-def _child_argv(argv: list[str], shard_path: Path, output: Path) -> list[str]:
-    """The parent's generate arguments for a data-parallel child: one replica, its shard file."""
-    return [*argv, "--data-parallel-size", "1", "--output", str(shard_path), "--done-file", str(output)]
-
-
 def cmd_generate(args: argparse.Namespace, output: Path, raw_argv: list[str]) -> int:
     from siren_verl.eval import generation as G
 
@@ -196,27 +197,27 @@ def cmd_generate(args: argparse.Namespace, output: Path, raw_argv: list[str]) ->
     settings.validate()
     benchmarks = [b.strip() for b in args.benchmarks.split(",")] if args.benchmarks else None
     problems = G.load_problems(args.data, benchmarks, args.max_problems_per_benchmark)
-    G.check_or_write_meta(output, settings, allow_change=args.allow_settings_change)
+    if not args.dp_child:
+        G.check_or_write_meta(output, settings, allow_change=args.allow_settings_change)
 
-    if args.data_parallel_size > 1:
+    if args.data_parallel_size > 1 and not args.dp_child:
         gpus = _visible_gpus() if backend_name == "vllm" else None
-        shard_paths = [
-            G.shard_output(output, r, args.data_parallel_size) for r in range(args.data_parallel_size)
-        ]
-        child_argv = _child_argv(raw_argv, shard_paths[0], output)
-        # each child replaces the shard path with its own (see below: --shard-index picks the file)
+        child_argv = [*raw_argv, "--output", str(output), "--dp-child"]
+        if backend_name == "hf" and args.cpu_threads is None:
+            child_argv += ["--cpu-threads", str(max(1, (os.cpu_count() or 1) // args.data_parallel_size))]
         G.run_data_parallel(
             child_argv, output, problems, args.data_parallel_size, args.tensor_parallel_size, gpus
         )
         print(f"samples: {output} ({len(G.read_records(output))} problems)", file=sys.stderr)
         return 0
 
+    done: set[str] = set()
     if args.num_shards > 1:
         problems = G.shard(problems, args.shard_index, args.num_shards)
-        if args.done_file is not None:  # a data-parallel child writes its own shard file
-            output = G.shard_output(Path(args.done_file), args.shard_index, args.num_shards)
-            G.check_or_write_meta(output, settings, allow_change=args.allow_settings_change)
-    done = {r["uid"] for r in G.read_records(args.done_file)} if args.done_file else set()
+    if args.dp_child:  # a data-parallel child: its own shard file; the merged output counts as done
+        done = {r["uid"] for r in G.read_records(output)}
+        output = G.shard_output(output, args.shard_index, args.num_shards)
+        G.check_or_write_meta(output, settings, allow_change=args.allow_settings_change)
 
     from transformers import AutoTokenizer
 
@@ -232,8 +233,9 @@ def cmd_generate(args: argparse.Namespace, output: Path, raw_argv: list[str]) ->
         )  # fmt: skip
     else:
         backend = G.HFBackend(
-            model_path, tokenizer, settings, batch_size=args.batch_size, device=args.device, dtype=args.dtype
-        )
+            model_path, tokenizer, settings, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+            cpu_threads=args.cpu_threads,
+        )  # fmt: skip
     stats = G.generate_samples(
         problems, backend, tokenizer, settings, output, done_uids=done, progress=not args.no_progress
     )

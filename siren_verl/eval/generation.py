@@ -230,12 +230,18 @@ class HFBackend:
         batch_size: int = 16,
         device: str = "auto",
         dtype: str = "auto",
+        cpu_threads: int | None = None,
     ):
         import torch
         from transformers import AutoModelForCausalLM
 
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        if cpu_threads is not None:
+            if cpu_threads < 1:
+                raise ValueError(f"cpu_threads={cpu_threads}: must be >= 1")
+            # small models on a busy CPU run far faster on one thread than on contended threads
+            torch.set_num_threads(cpu_threads)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         torch_dtype = {"auto": torch.float32 if device == "cpu" else torch.bfloat16}.get(dtype)

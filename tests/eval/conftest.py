@@ -73,8 +73,11 @@ def build_tiny_chat_model(out_dir: Path, seed: int = 0) -> Path:
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
     )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # building a tiny model on contended threads is slow
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(cfg)
+    torch.set_num_threads(threads)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,3 +175,14 @@ def extract():
 @pytest.fixture(scope="session")
 def make_toy_benchmarks():
     return write_toy_benchmarks
+
+
+@pytest.fixture
+def one_cpu_thread():
+    """Tiny models run far faster on one torch thread on a busy CPU; restores the setting after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

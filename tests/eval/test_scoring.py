@@ -197,7 +197,6 @@ def test_compare(tmp_path, equiv, extract):
 
 
 def test_real_equivalence_groups_written_forms():
-    pytest.importorskip("siren_verl.reward", reason="reward module not merged yet")
     from siren_verl.eval.scoring import RewardBatchJudge, reward_extractor
 
     responses = [
@@ -230,7 +229,6 @@ def test_real_equivalence_groups_written_forms():
 
 
 def test_real_equivalence_is_the_default():
-    pytest.importorskip("siren_verl.reward", reason="reward module not merged yet")
     rec = {
         "uid": "d",
         "data_source": "x",
