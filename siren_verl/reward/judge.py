@@ -158,7 +158,11 @@ def judge_many_detailed(
             results[i] = Judgement(verdict, "fast")
             n_fast += 1
             continue
-        if answer_too_complex(pred_c, max_answer_chars, max_answer_depth) is not None:
+        # the reference gets the same guards (for maj@k it is another model answer)
+        if (
+            answer_too_complex(pred_c, max_answer_chars, max_answer_depth) is not None
+            or answer_too_complex(gold_c, max_answer_chars, max_answer_depth) is not None
+        ):
             results[i] = Judgement(False, "rejected")
             continue
         key = (pred_c, gold_c)

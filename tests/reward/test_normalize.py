@@ -112,3 +112,11 @@ def test_blowup_rejected_only_after_fast_path():
     same, other = judge_many_detailed([("10^{10^{10}}", "10^{10^{10}}"), ("10^{10^{10}}", "10^{10^{11}}")])
     assert same.equivalent and same.status == "fast"
     assert not other.equivalent and other.status == "rejected"
+
+
+def test_guards_apply_to_the_reference_too():
+    """For maj@k the reference is another model answer: it is guarded like the prediction."""
+    from siren_verl.reward import judge_many_detailed
+
+    (j,) = judge_many_detailed([("1", "(10^{100})!")])
+    assert j.status == "rejected" and not j.equivalent
