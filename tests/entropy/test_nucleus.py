@@ -1,0 +1,454 @@
+"""nucleus_entropy / nucleus_stats (SPEC §1) against an independent float64 brute force."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from siren_verl.entropy import nucleus_entropy, nucleus_stats
+
+# --------------------------------------------------------------------------------------------------
+# brute force: SPEC §1 literally, one row at a time, float64, full sort
+# --------------------------------------------------------------------------------------------------
+
+
+def ref_membership(z: torch.Tensor, p: float, inclusive: bool) -> torch.Tensor:
+    """Bool membership of N for one row (documented special rows: +inf rows → uniform over the +inf
+    tokens; all -inf → empty)."""
+    z = z.double()
+    if (z == math.inf).any():
+        z = torch.where(z == math.inf, 0.0, -math.inf).double()
+    if (z == -math.inf).all():
+        return torch.zeros_like(z, dtype=torch.bool)
+    pi = torch.softmax(z, -1)
+    order = torch.argsort(pi, descending=True, stable=True)
+    cum = torch.cumsum(pi[order], 0)
+    n_pos = int((pi > 0).sum())
+    if p >= 1.0:
+        j = n_pos - 1  # c_j reaches 1 at the last token with positive probability
+    else:
+        hits = (cum >= p).nonzero()
+        j = int(hits[0]) if len(hits) else n_pos - 1
+    theta = pi[order[j]]
+    return pi >= theta if inclusive else pi > theta
+
+
+def ref_row(z: torch.Tensor, p: float, inclusive: bool) -> tuple[float, int, float]:
+    """(H^p, |N|, full entropy) for one row."""
+    z = z.double()
+    if torch.isnan(z).any():
+        return math.nan, 0, math.nan
+    zz = torch.where(z == math.inf, 0.0, -math.inf).double() if (z == math.inf).any() else z
+    if (zz == -math.inf).all():
+        return 0.0, 0, 0.0
+    pi = torch.softmax(zz, -1)
+    pos = pi > 0
+    full = float(-(pi[pos] * pi[pos].log()).sum())
+    member = ref_membership(z, p, inclusive)
+    if not member.any():
+        return 0.0, 0, full
+    q = pi[member] / pi[member].sum()
+    q = q[q > 0]
+    return float(-(q * q.log()).sum()), int(member.sum()), full
+
+
+def borderline(z: torch.Tensor, p: float, tol: float = 2e-6) -> bool:
+    """True when some cumulative mass c_j lies within tol of p: float32 rounding may then move j*."""
+    if p >= 1.0:
+        return False
+    pi = torch.softmax(z.double(), -1)
+    cum = torch.cumsum(pi.sort(descending=True).values, 0)
+    return bool(((cum - p).abs() < tol).any())
+
+
+def assert_matches_reference(logits: torch.Tensor, p: float, inclusive: bool, atol: float = 2e-5) -> None:
+    st = nucleus_stats(logits, top_p=p, boundary="inclusive" if inclusive else "exclusive")
+    h = nucleus_entropy(logits, top_p=p, boundary="inclusive" if inclusive else "exclusive")
+    rows = logits.reshape(-1, logits.shape[-1])
+    for r in range(rows.shape[0]):
+        want = [ref_row(rows[r], p, inclusive)]
+        if borderline(rows[r], p):
+            want += [ref_row(rows[r], p - 2e-6, inclusive), ref_row(rows[r], p + 2e-6, inclusive)]
+        got_h = st.nucleus_entropy.reshape(-1)[r].item()
+        got_n = st.nucleus_size.reshape(-1)[r].item()
+        got_f = st.full_entropy.reshape(-1)[r].item()
+        ok = any(abs(got_h - wh) <= atol + 1e-5 * abs(wh) and got_n == wn for wh, wn, _ in want)
+        assert ok, f"row {r}: got (H^p={got_h}, |N|={got_n}), want one of {want}"
+        assert abs(got_f - want[0][2]) <= atol + 1e-5 * abs(want[0][2]), (r, got_f, want[0][2])
+        assert h.reshape(-1)[r].item() == got_h
+
+
+# --------------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------------
+
+KINDS = ("random", "peaked", "near_uniform", "tied", "neg_inf")
+
+
+def make_logits(kind: str, rows: int, vocab: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if kind == "random":
+        return torch.randn(rows, vocab, generator=g) * 2.0
+    if kind == "peaked":
+        z = torch.randn(rows, vocab, generator=g)
+        top = torch.randint(0, vocab, (rows, 1), generator=g)
+        return z.scatter(1, top, 3.0 + 6.0 * torch.rand(rows, 1, generator=g) + math.log(vocab))
+    if kind == "near_uniform":
+        return 1e-3 * torch.randn(rows, vocab, generator=g)
+    if kind == "tied":
+        return torch.randint(0, 3, (rows, vocab), generator=g).float()
+    if kind == "neg_inf":
+        z = torch.randn(rows, vocab, generator=g)
+        drop = torch.rand(rows, vocab, generator=g) < 0.4
+        drop[:, 0] = False  # at least one finite logit per row
+        return z.masked_fill(drop, -math.inf)
+    raise ValueError(kind)
+
+
+# --------------------------------------------------------------------------------------------------
+# values, sizes, full entropy
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("vocab", [2, 3, 10, 200, 3000])
+@pytest.mark.parametrize("p", [0.05, 0.5, 0.8, 0.95, 1.0])
+def test_matches_bruteforce(kind: str, vocab: int, p: float) -> None:
+    logits = make_logits(kind, 6, vocab, seed=vocab * 7 + int(p * 100))
+    for inclusive in (False, True):
+        assert_matches_reference(logits, p, inclusive)
+
+
+@pytest.mark.parametrize("inclusive", [False, True])
+@pytest.mark.parametrize("p", [0.8, 1.0])
+def test_full_vocabulary_152064(inclusive: bool, p: float) -> None:
+    vocab = 152064
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, vocab, generator=g) * torch.tensor([[1.0], [3.0], [1.0]])
+    logits[2, :50] += 12.0  # peaked row: small nucleus (top-k fast path); rows 0-1 take the histogram path
+    assert_matches_reference(logits, p, inclusive, atol=5e-5)
+
+
+def test_hand_worked() -> None:
+    # π = (0.5, 0.3, 0.2); p = 0.75: c = (0.5, 0.8, 1.0) → j* = 2, θ = 0.3
+    z = torch.tensor([0.5, 0.3, 0.2]).log()
+    assert nucleus_entropy(z, 0.75, "exclusive").item() == 0.0  # N = {0.5}
+    h_inc = -(0.625 * math.log(0.625) + 0.375 * math.log(0.375))  # N = {0.5, 0.3}, π̃ = (5/8, 3/8)
+    assert nucleus_entropy(z, 0.75, "inclusive").item() == pytest.approx(h_inc, abs=1e-6)
+    # p = 0.4: j* = 1, θ = π(1) ≥ p → exclusive empty; inclusive = the top token alone
+    assert nucleus_entropy(z, 0.4, "exclusive").item() == 0.0
+    st = nucleus_stats(z, 0.4, "inclusive")
+    assert (st.nucleus_entropy.item(), st.nucleus_size.item()) == (0.0, 1)
+    assert nucleus_stats(z, 0.4, "exclusive").nucleus_size.item() == 0
+    full = -(0.5 * math.log(0.5) + 0.3 * math.log(0.3) + 0.2 * math.log(0.2))
+    assert st.full_entropy.item() == pytest.approx(full, abs=1e-6)
+    assert nucleus_entropy(z, 1.0, "inclusive").item() == pytest.approx(full, abs=1e-6)
+    # p = 1 exclusive drops the smallest-probability token: N = {0.5, 0.3}
+    assert nucleus_entropy(z, 1.0, "exclusive").item() == pytest.approx(h_inc, abs=1e-6)
+
+
+def test_ties_are_all_in_or_all_out() -> None:
+    # 4 tokens tied at the top: π = 1/4 each (+ two much smaller). θ is the tied value for p = 0.5.
+    z = torch.tensor([[3.0, 3.0, 3.0, 3.0, -20.0, -20.0]])
+    assert nucleus_stats(z, 0.5, "exclusive").nucleus_size.item() == 0
+    st = nucleus_stats(z, 0.5, "inclusive")
+    assert st.nucleus_size.item() == 4
+    assert st.nucleus_entropy.item() == pytest.approx(math.log(4), abs=1e-6)
+
+
+@pytest.mark.parametrize("n_tied", [63, 64, 65, 100, 2000])
+def test_tie_group_larger_than_fast_topk(n_tied: int) -> None:
+    # the tie group holding θ straddles the fast path's top-k: the inclusive nucleus must take all of it
+    vocab = 5000
+    z = torch.full((2, vocab), -5.0)
+    z[0, 1000 : 1000 + n_tied] = 4.0
+    z[1, :1] = 6.0
+    z[1, 3000 : 3000 + n_tied] = 4.0
+    for p in (0.3, 0.6, 0.9):
+        for inclusive in (False, True):
+            assert_matches_reference(z, p, inclusive)
+
+
+def test_uniform_rows() -> None:
+    for vocab in (1, 2, 5, 1000, 20000):
+        z = torch.zeros(1, vocab)
+        st = nucleus_stats(z, 0.8, "inclusive")
+        assert st.nucleus_size.item() == vocab
+        assert st.nucleus_entropy.item() == pytest.approx(math.log(vocab), abs=1e-5)
+        assert nucleus_stats(z, 0.8, "exclusive").nucleus_entropy.item() == 0.0
+
+
+def test_float64_input_is_computed_in_float64() -> None:
+    z = make_logits("random", 4, 500, seed=1).double()
+    h = nucleus_entropy(z, 0.8, "inclusive")
+    assert h.dtype == torch.float64
+    for r in range(4):
+        assert h[r].item() == pytest.approx(ref_row(z[r], 0.8, True)[0], abs=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_input_computed_in_float32(dtype: torch.dtype) -> None:
+    z = make_logits("random", 5, 3000, seed=2).to(dtype)
+    h = nucleus_entropy(z, 0.8)
+    assert h.dtype == torch.float32
+    torch.testing.assert_close(h, nucleus_entropy(z.float(), 0.8), rtol=0, atol=0)
+    st = nucleus_stats(z, 0.8)
+    assert st.nucleus_entropy.dtype == st.full_entropy.dtype == torch.float32
+    assert st.nucleus_size.dtype == torch.int64
+
+
+# --------------------------------------------------------------------------------------------------
+# shapes, chunking, layout
+# --------------------------------------------------------------------------------------------------
+
+
+def test_leading_shape_and_1d() -> None:
+    z = make_logits("random", 6, 50, seed=4).view(2, 3, 50)
+    h = nucleus_entropy(z)
+    assert h.shape == (2, 3)
+    torch.testing.assert_close(h.reshape(-1), nucleus_entropy(z.reshape(6, 50)))
+    one = nucleus_entropy(z[0, 0])
+    assert one.shape == ()
+    assert one.item() == h[0, 0].item()
+    st = nucleus_stats(z)
+    assert st.nucleus_size.shape == st.full_entropy.shape == (2, 3)
+
+
+def test_empty_batch() -> None:
+    z = torch.zeros(0, 10, requires_grad=True)
+    h = nucleus_entropy(z)
+    assert h.shape == (0,)
+    assert nucleus_stats(z).nucleus_size.shape == (0,)
+
+
+def test_non_contiguous_input_values_and_grads() -> None:
+    base = make_logits("random", 2 * 7, 300, seed=5).view(2, 7, 300)
+    x = base.clone().requires_grad_(True)
+    view = x[:, 1:-1, :]  # leading dims cannot be flattened into one
+    assert not view.is_contiguous()
+    h = nucleus_entropy(view, 0.9, chunk_size=3)
+    w = torch.randn(h.shape)
+    (h * w).sum().backward()
+    y = base[:, 1:-1, :].contiguous().requires_grad_(True)
+    h2 = nucleus_entropy(y, 0.9, chunk_size=3)
+    (h2 * w).sum().backward()
+    torch.testing.assert_close(h, h2, rtol=0, atol=0)
+    torch.testing.assert_close(x.grad[:, 1:-1, :], y.grad, rtol=0, atol=0)
+    assert x.grad[:, 0].abs().sum() == 0 and x.grad[:, -1].abs().sum() == 0
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 64])
+def test_chunked_equals_unchunked(chunk: int) -> None:
+    # rows mixing small nuclei (fast path, sparse backward) and large ones (histogram, dense backward)
+    z = torch.cat([make_logits("peaked", 5, 2000, 6), make_logits("near_uniform", 4, 2000, 7)])
+    z = z[torch.randperm(9, generator=torch.Generator().manual_seed(0))]
+    w = torch.randn(9)
+    outs = []
+    for c in (None, chunk):
+        x = z.clone().requires_grad_(True)
+        h = nucleus_entropy(x, 0.8, chunk_size=c)
+        (h * w).sum().backward()
+        outs.append((h.detach(), x.grad))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-6, atol=1e-9)
+
+
+# --------------------------------------------------------------------------------------------------
+# gradients
+# --------------------------------------------------------------------------------------------------
+
+
+def ref_entropy_autograd(z: torch.Tensor, p: float, inclusive: bool) -> torch.Tensor:
+    """H^p by autograd through the masked log-softmax (membership a constant), float64."""
+    out = []
+    for r in range(z.shape[0]):
+        member = ref_membership(z[r].detach(), p, inclusive)
+        if not member.any():
+            out.append(z[r].sum() * 0.0)
+            continue
+        logq = torch.log_softmax(z[r].double()[member], -1)
+        out.append(-(logq.exp() * logq).sum())
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("kind", ["random", "peaked", "near_uniform", "neg_inf"])
+@pytest.mark.parametrize("p", [0.3, 0.8, 1.0])
+@pytest.mark.parametrize("inclusive", [False, True])
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_gradient_matches_autograd_reference(kind: str, p: float, inclusive: bool, chunk: int | None) -> None:
+    z = make_logits(kind, 4, 1500, 10)
+    w = torch.randn(z.shape[0], generator=torch.Generator().manual_seed(11))
+    x = z.clone().requires_grad_(True)
+    (nucleus_entropy(x, p, "inclusive" if inclusive else "exclusive", chunk_size=chunk) * w).sum().backward()
+    y = z.clone().double().requires_grad_(True)
+    (ref_entropy_autograd(y, p, inclusive) * w.double()).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    torch.testing.assert_close(x.grad.double(), y.grad, rtol=1e-4, atol=2e-6)
+
+
+def test_gradient_float64_exact() -> None:
+    z = make_logits("random", 5, 700, 12).double()
+    for p, inclusive in ((0.5, False), (0.9, True), (1.0, False)):
+        x = z.clone().requires_grad_(True)
+        nucleus_entropy(x, p, "inclusive" if inclusive else "exclusive").sum().backward()
+        y = z.clone().requires_grad_(True)
+        ref_entropy_autograd(y, p, inclusive).sum().backward()
+        torch.testing.assert_close(x.grad, y.grad, rtol=1e-9, atol=1e-12)
+
+
+def stable_logits(rows: int, vocab: int, seed: int, spacing: float) -> torch.Tensor:
+    """Distinct logits, spaced so that an eps=1e-6 perturbation cannot change nucleus membership."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.empty(rows, vocab, dtype=torch.float64)
+    for r in range(rows):
+        z[r] = torch.randperm(vocab, generator=g).double() * spacing
+    return z
+
+
+def stable_p(z: torch.Tensor, wanted: float) -> float:
+    """A p near `wanted` that sits mid-way between two consecutive cumulative masses of every row."""
+    for p in torch.linspace(wanted - 0.05, wanted + 0.05, 101).tolist():
+        ok = True
+        for r in range(z.shape[0]):
+            cum = torch.cumsum(torch.softmax(z[r], -1).sort(descending=True).values, 0)
+            if ((cum - p).abs() < 1e-3).any():
+                ok = False
+                break
+        if ok:
+            return p
+    raise AssertionError("no stable p found")
+
+
+@pytest.mark.parametrize("inclusive", [False, True])
+@pytest.mark.parametrize(
+    "vocab,spacing,wanted_p",
+    [(12, 0.7, 0.8), (12, 0.7, 0.3), (150, 0.002, 0.8)],  # (150, near-uniform): > 64 tokens → histogram path
+)
+def test_gradcheck(inclusive: bool, vocab: int, spacing: float, wanted_p: float) -> None:
+    z = stable_logits(2, vocab, seed=13, spacing=spacing)
+    p = stable_p(z, wanted_p)
+    boundary = "inclusive" if inclusive else "exclusive"
+    assert torch.autograd.gradcheck(lambda t: nucleus_entropy(t, p, boundary), (z.requires_grad_(True),))
+
+
+def test_gradcheck_p_one() -> None:
+    z = stable_logits(2, 9, seed=14, spacing=0.5).requires_grad_(True)
+    for boundary in ("exclusive", "inclusive"):
+        assert torch.autograd.gradcheck(lambda t, b=boundary: nucleus_entropy(t, 1.0, b), (z,))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_gradient(dtype: torch.dtype) -> None:
+    z = make_logits("random", 4, 500, 15).to(dtype)
+    x = z.clone().requires_grad_(True)
+    nucleus_entropy(x, 0.8).sum().backward()
+    assert x.grad.dtype == dtype
+    y = z.float().requires_grad_(True)
+    nucleus_entropy(y, 0.8).sum().backward()
+    torch.testing.assert_close(x.grad, y.grad.to(dtype), rtol=0, atol=0)
+
+
+def test_stats_have_no_grad_and_empty_nucleus_has_zero_grad() -> None:
+    x = torch.tensor([[10.0, 0.0, -1.0], [0.1, 0.0, -0.1]], requires_grad=True)
+    st = nucleus_stats(x, 0.8)
+    assert not st.nucleus_entropy.requires_grad and not st.full_entropy.requires_grad
+    h = nucleus_entropy(x, 0.8, "exclusive")
+    h.sum().backward()
+    assert h[0].item() == 0.0  # π(1) ≥ p: empty nucleus
+    assert x.grad[0].abs().sum().item() == 0.0
+    assert x.grad[1].abs().sum().item() > 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# non-finite input (documented behaviour, never NaN for non-NaN input)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_infinite_logits() -> None:
+    inf = math.inf
+    z = torch.tensor(
+        [
+            [inf, inf, 0.0, 1.0, -inf],  # +inf row: uniform over the two +inf tokens
+            [-inf, -inf, -inf, -inf, -inf],  # no distribution
+            [-inf, -inf, 5.0, -inf, -inf],  # one finite token: π = (0, 0, 1, 0, 0)
+            [0.0, -inf, 0.0, -inf, 1.0],
+        ],
+        requires_grad=True,
+    )
+    for boundary, want_inf_row in (("exclusive", 0.0), ("inclusive", math.log(2))):
+        st = nucleus_stats(z, 0.8, boundary)
+        assert st.nucleus_entropy[0].item() == pytest.approx(want_inf_row)
+        assert st.full_entropy[0].item() == pytest.approx(math.log(2))
+        assert st.nucleus_size[0].item() == (0 if boundary == "exclusive" else 2)
+        assert (st.nucleus_entropy[1].item(), st.nucleus_size[1].item(), st.full_entropy[1].item()) == (0.0, 0, 0.0)
+        assert st.nucleus_entropy[2].item() == 0.0 and st.full_entropy[2].item() == 0.0
+        assert st.nucleus_size[2].item() == (0 if boundary == "exclusive" else 1)
+        for p in (0.3, 0.8, 1.0):
+            assert_matches_reference(z.detach()[2:], p, boundary == "inclusive")
+            x = z.detach().clone().requires_grad_(True)
+            h = nucleus_entropy(x, p, boundary, chunk_size=2)
+            h.sum().backward()
+            assert torch.isfinite(h).all() and torch.isfinite(x.grad).all()
+            assert x.grad[:3].abs().sum().item() == 0.0
+            assert x.grad[3, 1].item() == 0.0 and x.grad[3, 3].item() == 0.0  # -inf logits: zero gradient
+
+
+def test_nan_row_gives_nan_only_there() -> None:
+    z = torch.tensor([[0.0, math.nan, 1.0], [0.0, 1.0, 2.0]], requires_grad=True)
+    h = nucleus_entropy(z, 0.9, "inclusive")
+    assert math.isnan(h[0].item()) and math.isfinite(h[1].item())
+    h.sum().backward()
+    assert torch.isnan(z.grad[0]).all() and torch.isfinite(z.grad[1]).all()
+    st = nucleus_stats(z, 0.9)
+    assert math.isnan(st.full_entropy[0].item()) and st.nucleus_size[0].item() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_adversarial_inputs_no_nan(dtype: torch.dtype) -> None:
+    big = torch.finfo(dtype).max
+    rows = [
+        [big, -big, 0.0, big / 2, -big / 2],  # range overflows
+        [1e30, 1e30, -1e30, 0.0, 1.0] if dtype in (torch.float32, torch.float64) else [big, big, -big, 0.0, 1.0],
+        [-math.inf, -math.inf, -math.inf, -math.inf, 0.0],
+        [-big, -math.inf, -big, -math.inf, -big],
+        [0.0, 0.0, 0.0, 0.0, 0.0],
+    ]
+    z = torch.tensor(rows, dtype=dtype)
+    for boundary in ("exclusive", "inclusive"):
+        for p in (0.1, 0.8, 1.0):
+            x = z.clone().requires_grad_(True)
+            h = nucleus_entropy(x, p, boundary, chunk_size=2)
+            h.sum().backward()
+            st = nucleus_stats(z, p, boundary)
+            assert torch.isfinite(h).all(), (boundary, p, h)
+            assert torch.isfinite(x.grad.float()).all(), (boundary, p, x.grad)
+            assert torch.isfinite(st.full_entropy).all()
+            assert (h >= 0).all() and (h <= torch.log(st.nucleus_size.clamp(min=1).double()).to(h.dtype) + 1e-6).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", [nucleus_entropy, nucleus_stats])
+def test_argument_errors(fn) -> None:
+    z = torch.randn(2, 5)
+    for bad in (0.0, -0.1, 1.5, math.nan, math.inf, True, "0.8", None):
+        with pytest.raises(ValueError, match="top_p"):
+            fn(z, top_p=bad)
+    with pytest.raises(ValueError, match="boundary"):
+        fn(z, boundary="both")
+    for bad in (0, -3, 1.5, True, "4"):
+        with pytest.raises(ValueError, match="chunk_size"):
+            fn(z, chunk_size=bad)
+    with pytest.raises(TypeError, match="floating-point"):
+        fn(torch.ones(2, 5, dtype=torch.int64))
+    with pytest.raises(ValueError, match="vocabulary"):
+        fn(torch.zeros(3, 0))
+    with pytest.raises(ValueError, match="vocabulary"):
+        fn(torch.tensor(1.0))
+    with pytest.raises(TypeError):
+        fn([[0.0, 1.0]])
