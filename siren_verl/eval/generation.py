@@ -308,6 +308,19 @@ class HFBackend:
         return Sample(text, len(tokens), "length" if end is None else "stop")
 
 
+def _vllm_max_model_len(llm, configured: int | None) -> int | None:
+    """The engine's context length (attribute paths differ between vLLM engine versions)."""
+    engine = getattr(llm, "llm_engine", None)
+    for cfg in (
+        getattr(engine, "model_config", None),
+        getattr(getattr(engine, "vllm_config", None), "model_config", None),
+    ):
+        value = getattr(cfg, "max_model_len", None)
+        if isinstance(value, int):
+            return value
+    return configured
+
+
 class VLLMBackend:
     """vLLM offline inference (GPU). Problems go to `LLM.generate` in chunks of about
     `sequences_per_call` sequences; each problem's n samples come from one request with
@@ -347,13 +360,13 @@ class VLLMBackend:
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         self.llm = LLM(**kwargs)
-        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.max_model_len = _vllm_max_model_len(self.llm, max_model_len)
 
     def generate(self, jobs: Sequence[Job]) -> list[list[Sample]]:
         s = self.settings
         prompts, params = [], []
         for job in jobs:
-            room = self.max_model_len - len(job.prompt_ids)
+            room = s.max_tokens if self.max_model_len is None else self.max_model_len - len(job.prompt_ids)
             if room < 1:
                 raise ValueError(
                     f"problem {job.uid}: prompt of {len(job.prompt_ids)} tokens leaves no room in "

@@ -127,23 +127,12 @@ def test_bad_arguments_exit_2(tiny_model, toy_parquet, tmp_path, capsys, one_cpu
 def test_data_parallel_generation_on_cpu(tiny_model, toy_parquet, tmp_path, capsys, one_cpu_thread):
     """--data-parallel-size 2 launches two generate processes (shards) and merges their files;
     the result equals a single-process run (per-problem seeds)."""
-    dp, single = tmp_path / "dp.jsonl", tmp_path / "single.jsonl"
+    single = tmp_path / "single.jsonl"
     assert main(["generate", *_gen_args(tiny_model, toy_parquet), "--output", str(single)]) == 0
-    assert (
-        main(
-            [
-                "generate",
-                *_gen_args(tiny_model, toy_parquet),
-                "--output",
-                str(dp),
-                "--data-parallel-size",
-                "2",
-            ]
-        )
-        == 0
-    )
-    assert read_records(dp) == read_records(single)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("dp.jsonl")) == [
-        "dp.jsonl",
-        "dp.jsonl.meta.json",
-    ]
+    # through `run`, so the score-only options must be kept away from the generate children
+    out = tmp_path / "dp"
+    args = ["run", *_gen_args(tiny_model, toy_parquet), "--data-parallel-size", "2", "--output-dir", str(out)]
+    assert main([*args, "--k", "1,2", "--no-plot", "--timeout", "3"]) == 0
+    assert read_records(out / "samples.jsonl") == read_records(single)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["samples.jsonl", "samples.jsonl.meta.json", "scores.json", "scores.md"]

@@ -284,3 +284,59 @@ def test_merge_verl_checkpoint_with_verls_merger(tiny_model, tmp_path):
     assert want.keys() == got.keys()
     for k in want:  # verl's merger may store a lower precision (bf16): compare in the stored dtype
         torch.testing.assert_close(got[k], want[k].to(got[k].dtype))
+
+
+# ---- the vLLM backend's use of the vLLM API (vLLM itself is GPU-only: a recording stand-in) -----
+
+
+def test_vllm_backend_request_mapping(monkeypatch):
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    from siren_verl.eval.generation import Job, VLLMBackend
+
+    made = {}
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    class LLM:
+        def __init__(self, **kw):
+            made["llm"] = kw
+            self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=100))
+
+        def generate(self, prompts, sampling_params, use_tqdm):
+            made["prompts"], made["params"] = prompts, sampling_params
+            return [
+                SimpleNamespace(
+                    outputs=[
+                        SimpleNamespace(
+                            text=f"{i}-{j}", token_ids=[1] * (j + 1), finish_reason="length" if j else "stop"
+                        )
+                        for j in range(p.kw["n"])
+                    ]
+                )
+                for i, p in enumerate(sampling_params)
+            ]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    settings = SamplingSettings(
+        model="m", n=3, temperature=0.6, top_p=0.95, max_tokens=64, seed=5, backend="vllm"
+    )
+    backend = VLLMBackend("/models/m", settings, tensor_parallel_size=2, max_model_len=None)
+    assert (
+        made["llm"]["tensor_parallel_size"] == 2
+        and made["llm"]["seed"] == 5
+        and made["llm"]["model"] == "/models/m"
+    )
+    out = backend.generate([Job("a", [1] * 10, 111, 3), Job("b", [1] * 60, 222, 3)])
+    assert made["prompts"] == [{"prompt_token_ids": [1] * 10}, {"prompt_token_ids": [1] * 60}]
+    a, b = (p.kw for p in made["params"])
+    assert a == dict(n=3, temperature=0.6, top_p=0.95, top_k=-1, max_tokens=64, seed=111)
+    assert b["max_tokens"] == 40 and b["seed"] == 222  # clamped to the context left: 100 - 60
+    assert [s.finish_reason for s in out[0]] == ["stop", "length", "length"]
+    assert [s.num_tokens for s in out[1]] == [1, 2, 3] and out[1][0].text == "1-0"
+    with pytest.raises(ValueError, match="problem c: prompt of 100 tokens leaves no room"):
+        backend.generate([Job("c", [1] * 100, 1, 1)])
