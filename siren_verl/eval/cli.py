@@ -215,7 +215,7 @@ def cmd_generate(args: argparse.Namespace, output: Path, raw_argv: list[str]) ->
     if args.num_shards > 1:
         problems = G.shard(problems, args.shard_index, args.num_shards)
     if args.dp_child:  # a data-parallel child: its own shard file; the merged output counts as done
-        done = {r["uid"] for r in G.read_records(output)}
+        done = G.read_uids(output)
         output = G.shard_output(output, args.shard_index, args.num_shards)
         G.check_or_write_meta(output, settings, allow_change=args.allow_settings_change)
 

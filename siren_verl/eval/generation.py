@@ -33,6 +33,7 @@ from siren_verl.eval.samples_io import (
     SamplesFileError,
     meta_path,
     read_records,
+    read_uids,
     to_jsonable,
     write_records_atomic,
 )
@@ -432,7 +433,7 @@ def generate_samples(
     from tqdm.auto import tqdm
 
     output = Path(output)
-    done = {r["uid"] for r in read_records(output, repair=True)} | set(done_uids or ())
+    done = read_uids(output, repair=True) | set(done_uids or ())
     todo = [p for p in problems if p.uid not in done]
     stats = {"total": len(problems), "skipped": len(problems) - len(todo), "generated": 0}
     bar = tqdm(

@@ -38,30 +38,76 @@ def _valid_record(rec: Any) -> bool:
     )
 
 
+def iter_file_records(path: str | os.PathLike) -> Iterator[dict]:
+    """Stream the complete records of one file. Text after the last newline is an interrupted
+    write and is skipped. A bad complete line is an error naming the file and line number."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n"):
+                return
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise SamplesFileError(f"{path}:{lineno}: not valid JSON ({e})") from None
+            if not _valid_record(rec):
+                raise SamplesFileError(f"{path}:{lineno}: not a samples record (needs keys {REQUIRED_KEYS})")
+            yield rec
+
+
+def _complete_end(path: Path) -> int:
+    """Byte offset just after the last newline (0 without one)."""
+    with open(path, "rb") as f:
+        pos = f.seek(0, os.SEEK_END)
+        while pos > 0:
+            step = min(1 << 16, pos)
+            pos -= step
+            f.seek(pos)
+            i = f.read(step).rfind(b"\n")
+            if i >= 0:
+                return pos + i + 1
+    return 0
+
+
+def _cut_interrupted_line(path: Path) -> None:
+    end = _complete_end(path)
+    if end < path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(end)
+
+
 def read_records(path: str | os.PathLike, repair: bool = False) -> list[dict]:
-    """Read every complete record. Text after the last newline is an interrupted write: it is
-    ignored, and with `repair=True` cut off the file so appends start on a clean line. A bad
-    complete line is an error naming the file and line number."""
+    """Every complete record of a file ([] when it does not exist). With `repair=True` an
+    interrupted last line is cut off the file so appends start on a clean line."""
     path = Path(path)
     if not path.exists():
         return []
-    data = path.read_bytes()
-    complete_end = data.rfind(b"\n") + 1  # 0 when there is no complete line
-    records: list[dict] = []
-    for lineno, raw in enumerate(data[:complete_end].split(b"\n")[:-1], start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise SamplesFileError(f"{path}:{lineno}: not valid JSON ({e})") from None
-        if not _valid_record(rec):
-            raise SamplesFileError(f"{path}:{lineno}: not a samples record (needs keys {REQUIRED_KEYS})")
-        records.append(rec)
-    if repair and complete_end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(complete_end)
+    records = list(iter_file_records(path))
+    if repair:
+        _cut_interrupted_line(path)
     return records
+
+
+def read_uids(path: str | os.PathLike, repair: bool = False) -> set[str]:
+    """The uids of the finished problems of a file (streamed; texts are not kept)."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    uids = {rec["uid"] for rec in iter_file_records(path)}
+    if repair:
+        _cut_interrupted_line(path)
+    return uids
+
+
+def count_lines(path: str | os.PathLike) -> int:
+    """Newlines in a file (the number of complete records, blank lines aside)."""
+    n = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            n += block.count(b"\n")
+    return n
 
 
 def iter_records(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
@@ -71,7 +117,7 @@ def iter_records(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
         p = Path(p)
         if not p.exists():
             raise SamplesFileError(f"samples file {p} does not exist")
-        for rec in read_records(p):
+        for rec in iter_file_records(p):
             uid = rec["uid"]
             if uid in seen:
                 raise SamplesFileError(f"problem uid {uid!r} appears twice ({seen[uid]} and {p})")

@@ -196,14 +196,6 @@ def _mean_dicts(dicts: Sequence[dict[str, float]]) -> dict[str, float]:
     return {k: sum(d[k] for d in dicts) / len(dicts) for k in keys}
 
 
-def load_records(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
-    from siren_verl.eval.samples_io import iter_records
-
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    return list(iter_records(paths))
-
-
 def score_samples(
     records: Iterable[dict] | str | os.PathLike | Sequence[str | os.PathLike],
     ks: Sequence[int] | None = None,
@@ -223,46 +215,58 @@ def score_samples(
     default `siren_verl.reward.judge_many_detailed` (parallel workers, `timeout_s` per judgement).
     The judgements of `problems_per_batch` problems go to the judge together.
     """
+    from itertools import islice
+
     from tqdm.auto import tqdm
 
+    total: int | None = None
     if isinstance(records, (str, os.PathLike)) or (
         isinstance(records, Sequence) and records and isinstance(records[0], (str, os.PathLike))
     ):
-        records = load_records(records)  # type: ignore[arg-type]
-    records = list(records)
-    if not records:
-        raise ValueError("no samples to score")
+        from siren_verl.eval.samples_io import count_lines, iter_records
+
+        paths = [records] if isinstance(records, (str, os.PathLike)) else list(records)  # type: ignore[list-item]
+        total = sum(count_lines(p) for p in paths if Path(p).exists())
+        stream = iter_records(paths)  # streamed: only per-problem numbers are kept
+    else:
+        if isinstance(records, Sequence):
+            total = len(records)
+        stream = iter(records)
     if problems_per_batch < 1:
         raise ValueError(f"problems_per_batch={problems_per_batch}: must be >= 1")
-    for rec in records:
-        if not rec.get("responses"):
-            raise ValueError(f"problem {rec.get('uid')!r} has no responses")
-    min_n = min(len(r["responses"]) for r in records)
-    if ks is None:
-        ks = default_ks(min_n)
-    ks = sorted({int(k) for k in ks})
-    if ks[0] < 1:
-        raise ValueError(f"k={ks[0]}: every k must be >= 1")
-    if ks[-1] > min_n:
-        short = next(r["uid"] for r in records if len(r["responses"]) == min_n)
-        raise ValueError(f"k={ks[-1]}: must be <= n={min_n} (problem {short!r} has only {min_n} samples)")
     if equivalent is not None and judge_batch is not None:
         raise ValueError("pass either equivalent= or judge_batch=, not both")
+    if ks is not None:
+        ks = sorted({int(k) for k in ks})
+        if not ks or ks[0] < 1:
+            raise ValueError(f"k={ks[0] if ks else None}: every k must be >= 1")
+
     pair_errors = [0]
     reward_judge = None
-    if judge_batch is None:
-        if equivalent is not None:
-            judge_batch, pair_errors = _safe_pairwise(equivalent)
-        else:
-            judge_batch = reward_judge = RewardBatchJudge(timeout_s)
-    judge = _CountingJudge(judge_batch)
-    extract = extract if extract is not None else reward_extractor()
-
-    bar = tqdm(total=len(records), desc="score", unit="problem", disable=not progress)
-    results = []
+    judge: _CountingJudge | None = None
+    bar = tqdm(total=total, desc="score", unit="problem", disable=not progress)
+    results: list[tuple[dict, AnswerClusters, dict[str, float]]] = []
     try:
-        for start in range(0, len(records), problems_per_batch):
-            chunk = records[start : start + problems_per_batch]
+        while chunk := list(islice(stream, problems_per_batch)):
+            for rec in chunk:
+                if not rec.get("responses"):
+                    raise ValueError(f"problem {rec.get('uid')!r} has no responses")
+            if ks is None:  # 1, 2, 4, ... up to the smallest n of the first problems
+                ks = default_ks(min(len(r["responses"]) for r in chunk))
+            for rec in chunk:
+                if len(rec["responses"]) < ks[-1]:
+                    raise ValueError(
+                        f"k={ks[-1]}: must be <= n={len(rec['responses'])} (problem {rec['uid']!r} has only "
+                        f"{len(rec['responses'])} samples; pass smaller ks)"
+                    )
+            if judge is None:
+                if judge_batch is None:
+                    if equivalent is not None:
+                        judge_batch, pair_errors = _safe_pairwise(equivalent)
+                    else:
+                        judge_batch = reward_judge = RewardBatchJudge(timeout_s)
+                judge = _CountingJudge(judge_batch)
+                extract = extract if extract is not None else reward_extractor()
             answers_of = [[extract(t) for t in rec["responses"]] for rec in chunk]
             clusters_of = cluster_answers_many(
                 [(answers, str(rec["ground_truth"])) for answers, rec in zip(answers_of, chunk, strict=True)],
@@ -272,24 +276,29 @@ def score_samples(
                 metrics = problem_metrics(
                     rec["responses"], answers, clusters, ks, rec.get("finish_reasons"), rec.get("num_tokens")
                 )
-                results.append((rec, clusters, metrics))
+                summary = {
+                    "uid": rec["uid"],
+                    "data_source": str(rec["data_source"]),
+                    "n": len(rec["responses"]),
+                }
+                results.append((summary, clusters, metrics))  # the texts are dropped here
             bar.update(len(chunk))
     finally:
         bar.close()
+    if not results or judge is None or ks is None:
+        raise ValueError("no samples to score")
 
     per_bench: dict[str, list[dict]] = {}
     per_bench_n: dict[str, set[int]] = {}
     problems_out = []
-    for rec, clusters, metrics in results:
-        ds = str(rec["data_source"])
+    for summary, clusters, metrics in results:
+        ds = summary["data_source"]
         per_bench.setdefault(ds, []).append(metrics)
-        per_bench_n.setdefault(ds, set()).add(len(rec["responses"]))
+        per_bench_n.setdefault(ds, set()).add(summary["n"])
         if keep_problems:
             problems_out.append(
                 {
-                    "uid": rec["uid"],
-                    "data_source": ds,
-                    "n": len(rec["responses"]),
+                    **summary,
                     "num_correct": sum(clusters.sample_correct),
                     "distinct_answers": int(metrics["distinct_answers"]),
                     "maj": {str(k): metrics[f"maj@{k}"] for k in ks},

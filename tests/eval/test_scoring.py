@@ -238,3 +238,21 @@ def test_real_equivalence_is_the_default():
     report = score_samples([rec], ks=[1, 2])
     assert report["benchmarks"]["x"]["metrics"]["avg@2"] == 0.5
     assert report["judge_timeouts"] == 0
+
+
+def test_scoring_from_files_equals_in_memory(tmp_path, equiv, extract):
+    records = make_records(4, num_problems=9, n=8)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(r) + "\n" for r in records[:5]))
+    b.write_text("".join(json.dumps(r) + "\n" for r in records[5:]) + '{"uid": "cut off mid-wri')
+    kw = dict(ks=[1, 4, 8], equivalent=equiv, extract=extract)
+    from_files = score_samples([a, b], problems_per_batch=2, **kw)
+    in_memory = score_samples(records, **kw)
+    assert from_files["benchmarks"] == in_memory["benchmarks"]
+    assert from_files["problems"] == in_memory["problems"]
+    # a later problem with fewer samples than the default ks (taken from the first problems) -> clear error
+    short = dict(records[-1], uid="short", responses=records[-1]["responses"][:3])
+    with pytest.raises(ValueError, match="problem 'short' has only 3 samples"):
+        score_samples(records + [short], problems_per_batch=4, equivalent=equiv, extract=extract)
+    with pytest.raises(ValueError, match="no samples"):
+        score_samples([], equivalent=equiv, extract=extract)
