@@ -31,7 +31,13 @@ def answer_kinds(rng: random.Random) -> list[tuple[list[str], list[list[str]]]]:
         return [f"{v}", f"{v}.0", f"{v} ", f"${v}$", f"{{{v}}}"]
 
     def frac(x: int, y: int) -> list[str]:
-        return [f"\\frac{{{x}}}{{{y}}}", f"\\dfrac{{{x}}}{{{y}}}", f"{x}/{y}", f"{x / y:g}", f"\\tfrac{{{x}}}{{{y}}}"]
+        return [
+            f"\\frac{{{x}}}{{{y}}}",
+            f"\\dfrac{{{x}}}{{{y}}}",
+            f"{x}/{y}",
+            f"{x / y:g}",
+            f"\\tfrac{{{x}}}{{{y}}}",
+        ]
 
     def rad(c: int, v: int) -> list[str]:
         return [f"{c}\\sqrt{{{v}}}", f"{c}\\sqrt{v}", f"\\sqrt{{{c * c * v}}}", f"{c} \\sqrt{{{v}}}"]

@@ -94,7 +94,7 @@ def _add_generate_args(p: argparse.ArgumentParser, output_required: bool) -> Non
     r.add_argument(
         "--allow-settings-change", action="store_true", help="append to samples drawn with other settings"
     )
-    r.add_argument("--shard-index", type=int, default=0, help=argparse.SUPPRESS)
+    r.add_argument("--shard-index", type=int, default=0, help="which share to generate, in [0, num-shards)")
     r.add_argument(
         "--num-shards",
         type=int,
