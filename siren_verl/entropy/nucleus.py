@@ -157,7 +157,6 @@ class _Block(NamedTuple):
     size: Tensor | None  # [r] int64
     full: Tensor | None  # [r] compute dtype
     kind: Tensor  # [r] int8
-    robust: Tensor  # [r] bool: row has -inf logits or a logit range that overflows
     row_max: Tensor  # [r] compute dtype
     log_zn: Tensor  # [r] compute dtype, log Σ_{v∈N} exp(z_v - max)
     theta_open: Tensor  # [r] compute dtype: N = {v : z_v > theta_open}
@@ -165,20 +164,24 @@ class _Block(NamedTuple):
     sparse_n: Tensor | None  # [r] int64
 
 
-def _sanitize(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Rows whose max is not finite: +inf rows → their limit (0 on +inf tokens, -inf elsewhere),
+class _Special(NamedTuple):
+    nan: Tensor  # [r] bool, row holds a NaN
+    posinf: Tensor  # [r] bool, row holds +inf (and no NaN)
+    neginf: Tensor  # [r] bool, every logit is -inf
+
+
+def _sanitize(x: Tensor, row_max: Tensor) -> tuple[Tensor, _Special]:
+    """Rows whose max is not finite: +inf rows → their limit (0 on the +inf tokens, -inf elsewhere);
     all -inf rows and NaN rows → zeros (their results are overwritten). Returns a new tensor."""
-    nan_row = torch.isnan(row_max)
-    posinf_row = row_max == math.inf
-    neginf_row = row_max == -math.inf
+    special = _Special(torch.isnan(row_max), row_max == math.inf, row_max == -math.inf)
     x = x.clone()
-    if bool(posinf_row.any()):
-        sub = x[posinf_row]
-        x[posinf_row] = torch.where(sub == math.inf, 0.0, -math.inf).to(x.dtype)
-    dead = nan_row | neginf_row
+    if bool(special.posinf.any()):
+        sub = x[special.posinf]
+        x[special.posinf] = torch.where(sub == math.inf, 0.0, -math.inf).to(x.dtype)
+    dead = special.nan | special.neginf
     if bool(dead.any()):
         x[dead] = 0.0
-    return x, x.amax(dim=-1), nan_row, posinf_row, neginf_row
+    return x, special
 
 
 def _open_threshold(theta: Tensor, inclusive: bool) -> Tensor:
@@ -190,8 +193,18 @@ def _open_threshold(theta: Tensor, inclusive: bool) -> Tensor:
 
 def _member_sums(mass: Tensor, shifted: Tensor, member: Tensor) -> tuple[Tensor, Tensor]:
     """Σ mass and Σ mass·shifted over ``member`` per row, in float64 (shifted is finite)."""
-    mass = torch.where(member, mass, 0.0).double()
+    mass = torch.where(member, mass.double(), 0.0)
     return mass.sum(-1), (mass * shifted.double()).sum(-1)
+
+
+def _shifted(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor]:
+    """s = z - max (<= 0), with -inf (from -inf logits or an overflowing range) clamped to _NEG_BIG so
+    that 0 · s = 0; and the per-row flag of rows that needed it."""
+    s = torch.sub(x, row_max.unsqueeze(-1))
+    robust = ~torch.isfinite(row_max - x.amin(dim=-1))
+    if bool(robust.any()):
+        s.clamp_(min=_NEG_BIG)
+    return s, robust
 
 
 def _float_bits(value: float, dtype: torch.dtype) -> int:
@@ -201,11 +214,11 @@ def _float_bits(value: float, dtype: torch.dtype) -> int:
     return struct.unpack("<q", struct.pack("<d", value))[0]
 
 
-def _hist_threshold(x: Tensor, s: Tensor, e: Tensor, top_p: float, inclusive: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _hist_threshold(x: Tensor, s: Tensor, pi: Tensor, top_p: float, inclusive: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Exact threshold for rows with large nuclei, via a per-row mass histogram (see module doc).
 
-    x: logits [r, V]; s = x - row_max (finite: clamped at _NEG_BIG); e = exp(s).
-    Returns (theta_open, zn, sn) with zn = Σ_N e and sn = Σ_N e·s in float64.
+    x: logits [r, V]; s = z - max (finite); pi = softmax(z).
+    Returns (theta_open, Σ_N π, Σ_N π·s), the sums in float64.
     """
     cdt = x.dtype
     int_dt, mant = (torch.int32, 23) if cdt == torch.float32 else (torch.int64, 52)
@@ -220,8 +233,8 @@ def _hist_threshold(x: Tensor, s: Tensor, e: Tensor, top_p: float, inclusive: bo
     bucket = q.long()
 
     rows = x.shape[0]
-    hist = torch.zeros(rows, n_buckets, dtype=cdt, device=x.device).scatter_add_(1, bucket, e)
-    hist_s = torch.zeros_like(hist).scatter_add_(1, bucket, e * s)
+    hist = torch.zeros(rows, n_buckets, dtype=cdt, device=x.device).scatter_add_(1, bucket, pi)
+    hist_s = torch.zeros_like(hist).scatter_add_(1, bucket, pi * s)
     del bucket
     cum = hist.double().cumsum(-1)
     cum_s = hist_s.double().cumsum(-1)
@@ -239,13 +252,13 @@ def _hist_threshold(x: Tensor, s: Tensor, e: Tensor, top_p: float, inclusive: bo
     cand_val, cand_idx = torch.topk(torch.where(in_bucket, x, -math.inf), k, dim=-1)
     valid = in_bucket.gather(1, cand_idx)
     del in_bucket
-    cand_e = torch.where(valid, e.gather(1, cand_idx), 0.0)
+    cand_pi = torch.where(valid, pi.gather(1, cand_idx), 0.0)
     cand_s = s.gather(1, cand_idx)
-    j = (mass_above.unsqueeze(-1) + cand_e.double().cumsum(-1) < target.unsqueeze(-1)).sum(-1)
+    j = (mass_above.unsqueeze(-1) + cand_pi.double().cumsum(-1) < target.unsqueeze(-1)).sum(-1)
     # candidates are sorted by logit, so the positive-mass ones come first; never step past them
-    j = torch.minimum(j, (cand_e > 0).sum(-1) - 1).clamp_(min=0)
+    j = torch.minimum(j, (cand_pi > 0).sum(-1) - 1).clamp_(min=0)
     theta_open = _open_threshold(cand_val.gather(1, j.unsqueeze(-1)).squeeze(-1), inclusive)
-    zn_c, sn_c = _member_sums(cand_e, cand_s, valid & (cand_val > theta_open.unsqueeze(-1)))
+    zn_c, sn_c = _member_sums(cand_pi, cand_s, valid & (cand_val > theta_open.unsqueeze(-1)))
     return theta_open, mass_above + zn_c, smass_above + sn_c
 
 
@@ -255,103 +268,131 @@ def _select_rows(mask: Tensor) -> Tensor | None:
 
 
 def _forward_block(x: Tensor, top_p: float, inclusive: bool, need_stats: bool, need_backward: bool) -> _Block:
+    """One block of rows. Sums over the nucleus are kept relative to the row max:
+    zn = Σ_N exp(s), sn = Σ_N exp(s)·s with s = z - max, and H^p = log zn - sn / zn (SPEC §1)."""
     cdt = _compute_dtype(x.dtype)
     x = x.to(cdt)
     rows, vocab = x.shape
     dev = x.device
-    row_max = x.amax(dim=-1)
-    nan_row = posinf_row = neginf_row = None
-    if not bool(torch.isfinite(row_max).all()):
-        x, row_max, nan_row, posinf_row, neginf_row = _sanitize(x, row_max)
-    # rows with -inf logits, or whose range overflows, need finite stand-ins (0 * -inf = nan)
-    robust = ~torch.isfinite(row_max - x.amin(dim=-1))
-
-    # s = log of the unnormalised probability (<= 0), e = exp(s), π = e / z   (SPEC §1)
-    s = torch.sub(x, row_max.unsqueeze(-1))
-    if bool(robust.any()):
-        s.clamp_(min=_NEG_BIG)
-    e = torch.exp(s)
-    z = e.sum(-1).double()
-
-    full = None
-    if need_stats:
-        es_sum = torch.linalg.vecdot(e, s).double()
-        full = z.log() - es_sum / z
-
-    kind = torch.full((rows,), _DENSE, dtype=torch.int8, device=dev)
-    size = None
-    sparse_idx = sparse_n = None
-
     if top_p >= 1.0:
-        # SPEC §1 with p = 1: c_j reaches 1 at the last token with π > 0: θ = the smallest finite logit
-        theta = torch.where(x == -math.inf, math.inf, x).amin(dim=-1)
-        theta_open = _open_threshold(theta, inclusive)
-        member = x > theta_open.unsqueeze(-1)
-        e_n = torch.where(member, e, 0.0)
-        zn = e_n.sum(-1).double()
-        sn = torch.linalg.vecdot(e_n, s).double()
-        if need_stats:
-            size = member.sum(-1)
-        del member, e_n
-    else:
-        # fast path: when the top-k mass reaches p, the nucleus is a prefix of the top-k logits
-        k = min(_FAST_TOPK, vocab)
-        top_val, top_idx = torch.topk(x, k, dim=-1)
-        top_e = e.gather(1, top_idx)
-        top_s = s.gather(1, top_idx).clamp_(min=_NEG_BIG)
-        j = (top_e.double().cumsum(-1) < (top_p * z).unsqueeze(-1)).sum(-1)  # 0-based j*; k: not reached
-        resolved = j < k
-        theta = top_val.gather(1, j.clamp(max=k - 1).unsqueeze(-1)).squeeze(-1)
-        theta_open = _open_threshold(theta, inclusive)
-        if k < vocab:
-            # tokens tied with θ may lie beyond the k-th: resolved only when the k-th is out of N
-            resolved &= top_val[:, -1] <= theta_open
-        member = top_val > theta_open.unsqueeze(-1)
-        zn, sn = _member_sums(top_e, top_s, member)
-        if need_stats:
-            size = member.sum(-1)
-        if need_backward:
-            sparse_idx = top_idx
-            sparse_n = member.sum(-1)
-            kind = torch.where(resolved, _SPARSE, _DENSE).to(torch.int8)
+        return _forward_block_p_one(x, inclusive, need_stats)
 
-        unresolved = ~resolved
+    k = min(_FAST_TOPK, vocab)
+    top_val, top_idx = torch.topk(x, k, dim=-1)
+    row_max = top_val[:, 0]
+    special = None
+    if not bool(torch.isfinite(row_max).all()):
+        x, special = _sanitize(x, row_max)
+        top_val, top_idx = torch.topk(x, k, dim=-1)
+        row_max = top_val[:, 0]
+    # torch's CPU softmax normalises with a float32 running sum (relative error up to ~1e-5 at V=152064):
+    # every mass below is taken relative to the accurately summed Σπ, which cancels that common factor
+    pi = torch.softmax(x, dim=-1)
+    pi_sum = pi.sum(-1).double()
+    top_pi = pi.gather(1, top_idx)
+    pi_max = top_pi[:, 0].double()  # π(max) / Σπ = 1 / Σ_v exp(s_v)
+
+    # fast path: j* = min{j : c_j >= p} among the top-k; the nucleus is then a prefix of them
+    j = (top_pi.double().cumsum(-1) < (top_p * pi_sum).unsqueeze(-1)).sum(-1)  # 0-based j*; k: not reached
+    resolved = j < k
+    theta_open = _open_threshold(top_val.gather(1, j.clamp(max=k - 1).unsqueeze(-1)).squeeze(-1), inclusive)
+    if k < vocab:
+        # tokens tied with θ may lie beyond the k-th: resolved only when the k-th is outside N
+        resolved &= top_val[:, -1] <= theta_open
+    member = top_val > theta_open.unsqueeze(-1)
+    top_s = (top_val.double() - row_max.double().unsqueeze(-1)).clamp_(min=_NEG_BIG)
+    zn, sn = _member_sums(top_s.exp(), top_s, member)  # exp(s) in float64 from the logits themselves
+    size = member.sum(-1) if need_stats else None
+    kind = torch.full((rows,), _DENSE, dtype=torch.int8, device=dev)
+    sparse_idx = sparse_n = None
+    if need_backward:
+        sparse_idx, sparse_n = top_idx, member.sum(-1)
+        kind = torch.where(resolved, _SPARSE, _DENSE).to(torch.int8)
+
+    unresolved = ~resolved
+    full = None
+    if need_stats or bool(unresolved.any()):
+        s, _ = _shifted(x, row_max)
+        if need_stats:
+            # full entropy: log Σ exp(s) - Σ π s, with Σ exp(s) = Σπ / π(max)
+            full = (pi_sum / pi_max).log() - torch.linalg.vecdot(pi, s).double() / pi_sum
         if bool(unresolved.any()):
             sel = _select_rows(unresolved)
-            xs, ss, es = (x, s, e) if sel is None else (x[sel], s[sel], e[sel])
-            t_h, zn_h, sn_h = _hist_threshold(xs, ss, es, top_p, inclusive)
+            xs, ss, ps = (x, s, pi) if sel is None else (x[sel], s[sel], pi[sel])
+            t_h, zn_h, sn_h = _hist_threshold(xs, ss, ps, top_p, inclusive)
+            scale = pi_max if sel is None else pi_max[sel]  # π / π(max) = exp(s)
+            zn_h, sn_h = zn_h / scale, sn_h / scale
             n_h = (xs > t_h.unsqueeze(-1)).sum(-1) if need_stats else None
             if sel is None:
-                theta_open, zn, sn, size = t_h, zn_h, sn_h, n_h if need_stats else size
+                theta_open, zn, sn = t_h, zn_h, sn_h
+                size = n_h
             else:
                 theta_open[sel], zn[sel], sn[sel] = t_h, zn_h, sn_h
                 if need_stats:
                     size[sel] = n_h
+        del s
+    return _finish_block(zn, sn, kind, size, full, row_max, theta_open, sparse_idx, sparse_n, special, cdt)
 
-    # H^p = log Σ_N e - Σ_N e s / Σ_N e; the row max is in N whenever N is non-empty, so zn >= 1 there
+
+def _forward_block_p_one(x: Tensor, inclusive: bool, need_stats: bool) -> _Block:
+    """p = 1 (SPEC §1): c_j reaches 1 at the last token with π > 0, so θ = the smallest finite logit."""
+    row_max = x.amax(dim=-1)
+    special = None
+    if not bool(torch.isfinite(row_max).all()):
+        x, special = _sanitize(x, row_max)
+        row_max = x.amax(dim=-1)
+    s, _ = _shifted(x, row_max)
+    e = torch.exp(s)
+    full = None
+    if need_stats:
+        z = e.sum(-1).double()
+        full = z.log() - torch.linalg.vecdot(e, s).double() / z
+    theta_open = _open_threshold(torch.where(x == -math.inf, math.inf, x).amin(dim=-1), inclusive)
+    member = x > theta_open.unsqueeze(-1)
+    e_n = torch.where(member, e, 0.0)
+    zn = e_n.sum(-1).double()
+    sn = torch.linalg.vecdot(e_n, s).double()
+    size = member.sum(-1) if need_stats else None
+    kind = torch.full((x.shape[0],), _DENSE, dtype=torch.int8, device=x.device)
+    return _finish_block(zn, sn, kind, size, full, row_max, theta_open, None, None, special, x.dtype)
+
+
+def _finish_block(
+    zn: Tensor,
+    sn: Tensor,
+    kind: Tensor,
+    size: Tensor | None,
+    full: Tensor | None,
+    row_max: Tensor,
+    theta_open: Tensor,
+    sparse_idx: Tensor | None,
+    sparse_n: Tensor | None,
+    special: _Special | None,
+    cdt: torch.dtype,
+) -> _Block:
+    # H^p = log zn - sn / zn; the row max is in N whenever N is non-empty, so zn >= 1 there
+    dev = zn.device
     nonempty = zn > 0
     safe_zn = torch.where(nonempty, zn, 1.0)
     log_zn = safe_zn.log()
     entropy = torch.where(nonempty, log_zn - sn / safe_zn, 0.0)
     zero_grad = torch.tensor(_ZERO_GRAD, dtype=torch.int8, device=dev)
     kind = torch.where(nonempty, kind, zero_grad)
-
-    if nan_row is not None:
-        kind = torch.where(posinf_row | neginf_row, zero_grad, kind)
-        kind = torch.where(nan_row, torch.tensor(_NAN, dtype=torch.int8, device=dev), kind)
-        entropy = torch.where(neginf_row, 0.0, entropy)
-        entropy = torch.where(nan_row, math.nan, entropy)
-        if need_stats:
-            full = torch.where(neginf_row, 0.0, full)
-            full = torch.where(nan_row, math.nan, full)
-            size = torch.where(nan_row | neginf_row, 0, size)
-
+    if special is not None:
+        kind = torch.where(special.posinf | special.neginf, zero_grad, kind)
+        kind = torch.where(special.nan, torch.tensor(_NAN, dtype=torch.int8, device=dev), kind)
+        entropy = torch.where(special.neginf, 0.0, entropy)
+        entropy = torch.where(special.nan, math.nan, entropy)
+        if full is not None:
+            full = torch.where(special.neginf, 0.0, full)
+            full = torch.where(special.nan, math.nan, full)
+        if size is not None:
+            size = torch.where(special.nan | special.neginf, 0, size)
     return _Block(
         entropy=entropy.to(cdt),
         size=size,
         full=None if full is None else full.to(cdt),
         kind=kind,
-        robust=robust,
         row_max=row_max,
         log_zn=log_zn.to(cdt),
         theta_open=theta_open.to(cdt),
@@ -367,7 +408,6 @@ def _forward_block(x: Tensor, top_p: float, inclusive: bool, need_stats: bool, n
 
 class _Saved(NamedTuple):
     kind: Tensor
-    robust: Tensor
     row_max: Tensor
     log_zn: Tensor
     theta_open: Tensor
@@ -389,17 +429,15 @@ def _run_forward(
     full = torch.empty(n_rows, dtype=cdt, device=dev) if need_stats else None
     saved = None
     if need_backward:
-        k = min(_FAST_TOPK, vocab)
         sparse = top_p < 1.0
         saved = _Saved(
             kind=torch.empty(n_rows, dtype=torch.int8, device=dev),
-            robust=torch.empty(n_rows, dtype=torch.bool, device=dev),
             row_max=torch.empty(n_rows, dtype=cdt, device=dev),
             log_zn=torch.empty(n_rows, dtype=cdt, device=dev),
             theta_open=torch.empty(n_rows, dtype=cdt, device=dev),
             entropy=torch.empty(n_rows, dtype=cdt, device=dev),
-            sparse_idx=torch.zeros(n_rows, k, dtype=torch.int64, device=dev) if sparse else None,
-            sparse_n=torch.zeros(n_rows, dtype=torch.int64, device=dev) if sparse else None,
+            sparse_idx=torch.empty(n_rows, min(_FAST_TOPK, vocab), dtype=torch.int64, device=dev) if sparse else None,
+            sparse_n=torch.empty(n_rows, dtype=torch.int64, device=dev) if sparse else None,
         )
     for start, rows in _blocks(logits, block):
         stop = start + rows.shape[0]
@@ -409,15 +447,10 @@ def _run_forward(
             size[start:stop] = out.size
             full[start:stop] = out.full
         if saved is not None:
-            saved.entropy[start:stop] = out.entropy
-            saved.kind[start:stop] = out.kind
-            saved.robust[start:stop] = out.robust
-            saved.row_max[start:stop] = out.row_max
-            saved.log_zn[start:stop] = out.log_zn
-            saved.theta_open[start:stop] = out.theta_open
-            if out.sparse_idx is not None:
-                saved.sparse_idx[start:stop] = out.sparse_idx
-                saved.sparse_n[start:stop] = out.sparse_n
+            for name in ("kind", "row_max", "log_zn", "theta_open", "entropy", "sparse_idx", "sparse_n"):
+                dst = getattr(saved, name)
+                if dst is not None:
+                    dst[start:stop] = getattr(out, name)
     return (
         entropy.view(lead),
         None if size is None else size.view(lead),
@@ -431,7 +464,7 @@ def _run_forward(
 # --------------------------------------------------------------------------------------------------
 
 
-def _dense_grad(x: Tensor, g: Tensor, p: _Saved, robust: bool, out: Tensor | None) -> Tensor:
+def _dense_grad(x: Tensor, g: Tensor, p: _Saved, out: Tensor | None) -> Tensor:
     """SPEC §1: g · ∂H^p/∂z = -g · π̃ (log π̃ + H^p) on N = {z > theta_open}, 0 elsewhere.
 
     x: logits rows [r, V] in the compute dtype; p: the saved per-row values of these rows.
@@ -440,7 +473,7 @@ def _dense_grad(x: Tensor, g: Tensor, p: _Saved, robust: bool, out: Tensor | Non
     g = g.unsqueeze(-1)
     m, log_zn, h, theta = (p.row_max.unsqueeze(-1), p.log_zn.unsqueeze(-1), p.entropy.unsqueeze(-1),
                            p.theta_open.unsqueeze(-1))
-    if robust:
+    if not bool(torch.isfinite(p.row_max - x.amin(dim=-1)).all()):
         # -inf logits / overflowing ranges: shift by the max and clamp, mask on the logits (9 passes)
         t = torch.sub(x, m, out=out).clamp_(min=_NEG_BIG).sub_(log_zn)  # log π̃, finite
         u = torch.add(t, h)  # log π̃ + H^p
@@ -471,7 +504,10 @@ def _rows_of(p: _Saved, sel: Tensor | slice) -> _Saved:
 def _run_backward(logits: Tensor, grad_out: Tensor, saved: _Saved, block: int) -> Tensor:
     cdt = _compute_dtype(logits.dtype)
     vocab = logits.shape[-1]
-    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    all_dense = bool((saved.kind == _DENSE).all())
+    # rows that are not computed densely are zero except at their (few) nucleus positions
+    alloc = torch.empty if all_dense else torch.zeros
+    grad = alloc(logits.shape, dtype=logits.dtype, device=logits.device)
     grad_rows = grad.view(-1, vocab)
     g_all = grad_out.reshape(-1).to(cdt)
     direct = logits.dtype == cdt  # compute straight into the gradient buffer
@@ -483,23 +519,20 @@ def _run_backward(logits: Tensor, grad_out: Tensor, saved: _Saved, block: int) -
         n = rows.shape[0]
         dense = p.kind == _DENSE
         n_dense = int(dense.sum())
-        robust = bool(p.robust.any())
-        if 2 * n_dense >= n:
-            # most rows need the dense formula: it is exact for every row, run it on the whole block
-            res = _dense_grad(rows.to(cdt), g, p, robust, out if direct else None)
+        if 2 * n_dense >= n and n_dense:
+            # mostly dense rows: the dense formula is exact for every row, run it on the whole block
+            res = _dense_grad(rows.to(cdt), g, p, out if direct else None)
             if not direct:
                 out.copy_(res)
             other = p.kind >= _ZERO_GRAD
             if bool(other.any()):
                 out[other] = 0.0
         else:
-            out.zero_()
             if p.sparse_idx is not None and bool((p.kind == _SPARSE).any()):
                 out.scatter_(1, p.sparse_idx, _sparse_grad(rows, g, p).to(out.dtype))
             if n_dense:
                 sel = dense.nonzero().squeeze(-1)
-                ps = _rows_of(p, sel)
-                out[sel] = _dense_grad(rows[sel].to(cdt), g[sel], ps, bool(ps.robust.any()), None).to(out.dtype)
+                out[sel] = _dense_grad(rows[sel].to(cdt), g[sel], _rows_of(p, sel), None).to(out.dtype)
         nan = p.kind == _NAN
         if bool(nan.any()):
             out[nan] = math.nan
@@ -512,7 +545,7 @@ class _NucleusEntropy(torch.autograd.Function):
         entropy, _, _, saved = _run_forward(logits, top_p, inclusive, block, need_stats=False, need_backward=True)
         ctx.block = block
         ctx.has_sparse = saved.sparse_idx is not None
-        tensors = [logits, *saved[:6]]
+        tensors = [logits, *saved[:5]]
         if ctx.has_sparse:
             tensors += [saved.sparse_idx, saved.sparse_n]
         ctx.save_for_backward(*tensors)
@@ -522,7 +555,7 @@ class _NucleusEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         logits, *rest = ctx.saved_tensors
-        saved = _Saved(*rest[:6], *(rest[6:] if ctx.has_sparse else (None, None)))
+        saved = _Saved(*rest[:5], *(rest[5:] if ctx.has_sparse else (None, None)))
         return _run_backward(logits, grad_out, saved, ctx.block), None, None, None
 
 
