@@ -61,9 +61,25 @@ def compose_config(overrides: list[str], config_name: str = DEFAULT_CONFIG, conf
         return compose(config_name=config_name, overrides=extra + list(overrides))
 
 
+def _logical_cpus_needed(config, n_gpus: int) -> int:
+    """Ray CPUs verl's actors ask for, so that scheduling on a CPU machine never waits forever:
+    TaskRunner 1, TransferQueue controller 1 + storage units, 3 per worker bundle (verl's
+    max_colocate_count), agent-loop and reward workers 1 each, plus slack. Logical, not cores."""
+    from omegaconf import OmegaConf
+
+    def sel(key, default):
+        value = OmegaConf.select(config, key, default=default)
+        return default if value is None else int(value)
+
+    storage = sel("transfer_queue.backend.SimpleStorage.num_data_storage_units", 8)
+    agents = sel("actor_rollout_ref.rollout.agent.num_workers", 8)
+    rewards = sel("reward.num_workers", 8)
+    return 2 + storage + 3 * n_gpus + agents + rewards + 4
+
+
 def prepare_config(config) -> None:
     """Platform, Ray resources and every start-up check (mutates `config`; raises on bad settings)."""
-    from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device, get_device_name
@@ -71,6 +87,10 @@ def prepare_config(config) -> None:
     from siren_verl.methods.config import check_trainer_settings
     from siren_verl.verl_glue.trainer import method_spec_from_config, trainer_settings
 
+    if config.get("siren_toy") is not None:
+        from siren_verl.toy import prepare_config as prepare_toy
+
+        prepare_toy(config)  # the CPU presets' toy model + data, built locally on first use
     auto_set_device(config)
     on_cpu = get_device_name() == "cpu"
     with open_dict(config):
@@ -81,8 +101,12 @@ def prepare_config(config) -> None:
             # verl's resource pools ask Ray for GPUs: on CPU they are logical (see cpu_platform.py)
             if ray_init.get("num_gpus") is None:
                 ray_init.num_gpus = n_gpus
+            storage = OmegaConf.select(config, "transfer_queue.backend.SimpleStorage")
+            if storage is not None and storage.get("num_data_storage_units") == 8:
+                # verl's default of 8 TransferQueue storage actors (~0.5 GB each) is for GPU nodes
+                storage.num_data_storage_units = 2
             if ray_init.get("num_cpus") is None:
-                ray_init.num_cpus = max(os.cpu_count() or 1, 4 * n_gpus + 4)
+                ray_init.num_cpus = max(os.cpu_count() or 1, _logical_cpus_needed(config, n_gpus))
             env_vars = ray_init.runtime_env.get("env_vars") or {}
             env_vars = dict(env_vars)
             env_vars.setdefault("VERL_PLATFORM", "cpu")

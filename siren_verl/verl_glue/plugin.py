@@ -10,6 +10,8 @@ registration itself at start-up (`siren_verl.verl_glue.checks`).
 
 from __future__ import annotations
 
+import importlib.util
+
 _REGISTERED = False
 
 
@@ -28,6 +30,10 @@ def register() -> None:
     cpu_platform.register_cpu_platform()
     engine.register_siren_engine()  # also registers verl's FSDP engines for device cpu
     trainer.register_siren_trainer()
+    if importlib.util.find_spec("siren_verl.verl_glue.hf_rollout") is not None:
+        from siren_verl.verl_glue import hf_rollout
+
+        hf_rollout.register()  # rollout.name=hf, the CPU development rollout backend
     _REGISTERED = True
 
 

@@ -189,6 +189,11 @@ def _padded(td, key):
     return value
 
 
+def _as_list(value) -> list:
+    """A non-tensor batch field (NonTensorStack, tensordict LinkedList, numpy array) as a list."""
+    return list(value.tolist()) if hasattr(value, "tolist") else list(value)
+
+
 def _real_rows(batch) -> torch.Tensor:
     return torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
 
@@ -306,7 +311,7 @@ def _make_trainer_class():
                 size = torch.nested.to_padded_tensor(
                     response_from_nested(data[NUCLEUS_SIZE], response_mask_nested), 0.0
                 ).float()
-            uids = list(data["uid"].tolist()) if "uid" in data.keys() else None
+            uids = _as_list(data["uid"]) if "uid" in data.keys() else None
             idx = real.nonzero().squeeze(-1)
             step = int(self.global_steps) - 1
             inputs = StepInputs(

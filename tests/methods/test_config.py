@@ -16,7 +16,7 @@ from siren_verl.methods.config import (
 )
 from siren_verl.methods.presets import METHODS, PARTS, PRESETS
 
-YAML = os.path.join(os.path.dirname(mc.__file__), "..", "config", "siren_trainer.yaml")
+YAML = os.path.join(os.path.dirname(mc.__file__), "..", "config", "siren_base.yaml")
 
 
 def _yaml_group():
