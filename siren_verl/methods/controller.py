@@ -26,6 +26,7 @@ from torch import Tensor
 
 from siren_verl.methods.config import MethodSpec
 from siren_verl.methods.loss import RegularizerSpec, local_aggregate, select_tokens, valid_rows
+from siren_verl.methods.presets import LOCAL_AGG_MODES
 from siren_verl.methods.stats import step_statistics, token_mean
 
 STATE_VERSION = 1
@@ -59,6 +60,7 @@ class StepValues:
 def regularizer_spec(spec: MethodSpec, actor_agg_mode: str) -> RegularizerSpec:
     """The workers' static view of the regulariser; `agg_mode=pg` resolves to the actor's mode."""
     agg_mode = actor_agg_mode if spec.agg_mode == "pg" else spec.agg_mode
+    global_agg = spec.agg_mode not in LOCAL_AGG_MODES  # "pg" or a verl seq-mean-token-sum mode
     cfg = spec.config
     return RegularizerSpec(
         regularizer=spec.parts["regularizer"],
@@ -68,6 +70,7 @@ def regularizer_spec(spec: MethodSpec, actor_agg_mode: str) -> RegularizerSpec:
         agg_mode=agg_mode,
         peak_quantile=cfg.peak_quantile,
         peak_upper_quantile=cfg.peak_upper_quantile,
+        global_agg=global_agg,
     )
 
 

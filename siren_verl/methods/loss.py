@@ -44,9 +44,12 @@ class RegularizerSpec:
     entropy_measure: str  # full | nucleus: the entropy that is regularised
     selection_measure: str  # full | nucleus: the entropy the peak selection ranks
     token_selection: str  # all | peak | batch_top
-    agg_mode: str  # a LOCAL_AGG_MODES entry, or a verl agg_loss mode used with global batch info
+    agg_mode: str  # LOCAL_AGG_MODES (per micro-batch) or any verl agg_loss mode (with global_agg)
     peak_quantile: float = 0.8
     peak_upper_quantile: float | None = None
+    # True: verl's agg_loss with the global batch info (agg_mode=pg, seq-mean-token-sum[-norm]);
+    # False: H̄ aggregated inside the micro-batch and weighted by w_m (anchored square, local modes)
+    global_agg: bool = False
 
 
 def valid_rows(response_mask: Tensor) -> Tensor:
@@ -150,6 +153,8 @@ def regularizer_term(
         selected_frac = float(mask.sum()) / max(1, int(resp.sum()))
 
     if spec.regularizer == "anchored_square":
+        if spec.global_agg:
+            raise ValueError("regularizer=anchored_square: H̄ is aggregated per micro-batch (global_agg must be False)")
         if anchor is None:
             raise ValueError("regularizer=anchored_square: the step carries no anchor H_0")
         h_bar = local_aggregate(reg_entropy, mask, resp, spec.agg_mode)
@@ -164,7 +169,7 @@ def regularizer_term(
         else:
             weighted = coef * reg_entropy
             used_coef = coef
-        if spec.agg_mode in LOCAL_AGG_MODES:
+        if not spec.global_agg:
             term = -micro_weight * local_aggregate(weighted, mask, resp, spec.agg_mode)
         else:
             if global_agg is None:
