@@ -138,50 +138,27 @@ def _row_views(logits: Tensor) -> Iterator[tuple[int, Tensor]]:
             yield i * rows_per_item + start, rows
 
 
-def _blocks(logits: Tensor, block: int) -> Iterator[tuple[int, Tensor]]:
-    for start, rows in _row_views(logits):
-        for i in range(0, rows.shape[0], block):
-            yield start + i, rows[i : i + block]
-
-
 # --------------------------------------------------------------------------------------------------
-# forward, one block of rows
+# forward
 # --------------------------------------------------------------------------------------------------
 
 # Row kinds, saved for the backward.
 _DENSE, _SPARSE, _ZERO_GRAD, _NAN = 0, 1, 2, 3
 
 
-class _Block(NamedTuple):
-    entropy: Tensor  # [r] compute dtype
-    size: Tensor | None  # [r] int64
-    full: Tensor | None  # [r] compute dtype
-    kind: Tensor  # [r] int8
-    row_max: Tensor  # [r] compute dtype
-    log_zn: Tensor  # [r] compute dtype, log Σ_{v∈N} exp(z_v - max)
-    theta_open: Tensor  # [r] compute dtype: N = {v : z_v > theta_open}
-    sparse_idx: Tensor | None  # [r, k] int64, nucleus = the first sparse_n entries (kind _SPARSE)
-    sparse_n: Tensor | None  # [r] int64
-
-
-class _Special(NamedTuple):
-    nan: Tensor  # [r] bool, row holds a NaN
-    posinf: Tensor  # [r] bool, row holds +inf (and no NaN)
-    neginf: Tensor  # [r] bool, every logit is -inf
-
-
-def _sanitize(x: Tensor, row_max: Tensor) -> tuple[Tensor, _Special]:
+def _sanitize(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Rows whose max is not finite: +inf rows → their limit (0 on the +inf tokens, -inf elsewhere);
-    all -inf rows and NaN rows → zeros (their results are overwritten). Returns a new tensor."""
-    special = _Special(torch.isnan(row_max), row_max == math.inf, row_max == -math.inf)
+    all -inf rows and NaN rows → zeros (their results are overwritten). Returns a new tensor and the
+    (nan, +inf, all -inf) row flags."""
+    nan, posinf, neginf = torch.isnan(row_max), row_max == math.inf, row_max == -math.inf
     x = x.clone()
-    if bool(special.posinf.any()):
-        sub = x[special.posinf]
-        x[special.posinf] = torch.where(sub == math.inf, 0.0, -math.inf).to(x.dtype)
-    dead = special.nan | special.neginf
+    if bool(posinf.any()):
+        sub = x[posinf]
+        x[posinf] = torch.where(sub == math.inf, 0.0, -math.inf).to(x.dtype)
+    dead = nan | neginf
     if bool(dead.any()):
         x[dead] = 0.0
-    return x, special
+    return x, nan, posinf, neginf
 
 
 def _open_threshold(theta: Tensor, inclusive: bool) -> Tensor:
@@ -199,7 +176,7 @@ def _member_sums(mass: Tensor, shifted: Tensor, member: Tensor) -> tuple[Tensor,
 
 def _shifted(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor]:
     """s = z - max (<= 0), with -inf (from -inf logits or an overflowing range) clamped to _NEG_BIG so
-    that 0 · s = 0; and the per-row flag of rows that needed it."""
+    that 0 · s = 0; and the per-row flag of the rows that needed it ("robust" rows)."""
     s = torch.sub(x, row_max.unsqueeze(-1))
     robust = ~torch.isfinite(row_max - x.amin(dim=-1))
     if bool(robust.any()):
@@ -214,11 +191,11 @@ def _float_bits(value: float, dtype: torch.dtype) -> int:
     return struct.unpack("<q", struct.pack("<d", value))[0]
 
 
-def _hist_threshold(x: Tensor, s: Tensor, pi: Tensor, top_p: float, inclusive: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _hist_threshold(x: Tensor, s: Tensor, e: Tensor, top_p: float, inclusive: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Exact threshold for rows with large nuclei, via a per-row mass histogram (see module doc).
 
-    x: logits [r, V]; s = z - max (finite); pi = softmax(z).
-    Returns (theta_open, Σ_N π, Σ_N π·s), the sums in float64.
+    x: logits [r, V]; s = z - max (finite); e: the masses, exp(s) or softmax(z) (any common scale).
+    Returns (theta_open, Σ_N e, Σ_N e·s), the sums in float64.
     """
     cdt = x.dtype
     int_dt, mant = (torch.int32, 23) if cdt == torch.float32 else (torch.int64, 52)
@@ -233,14 +210,14 @@ def _hist_threshold(x: Tensor, s: Tensor, pi: Tensor, top_p: float, inclusive: b
     bucket = q.long()
 
     rows = x.shape[0]
-    hist = torch.zeros(rows, n_buckets, dtype=cdt, device=x.device).scatter_add_(1, bucket, pi)
-    hist_s = torch.zeros_like(hist).scatter_add_(1, bucket, pi * s)
+    hist = torch.zeros(rows, n_buckets, dtype=cdt, device=x.device).scatter_add_(1, bucket, e)
+    hist_s = torch.zeros_like(hist).scatter_add_(1, bucket, e * s)
     del bucket
-    cum = hist.double().cumsum(-1)
-    cum_s = hist_s.double().cumsum(-1)
+    cum = hist.cumsum(-1, dtype=torch.float64)
+    cum_s = hist_s.cumsum(-1, dtype=torch.float64)
     del hist, hist_s
     target = top_p * cum[:, -1]  # float64 and <= the total, so some bucket reaches it
-    b_star = (cum < target.unsqueeze(-1)).sum(-1).clamp_(max=n_buckets - 1)
+    b_star = torch.searchsorted(cum, target.unsqueeze(-1)).squeeze(-1).clamp_(max=n_buckets - 1)  # first cum >= target
     before = (b_star - 1).clamp(min=0).unsqueeze(-1)
     has_before = b_star > 0
     mass_above = torch.where(has_before, cum.gather(1, before).squeeze(-1), 0.0)
@@ -252,162 +229,140 @@ def _hist_threshold(x: Tensor, s: Tensor, pi: Tensor, top_p: float, inclusive: b
     cand_val, cand_idx = torch.topk(torch.where(in_bucket, x, -math.inf), k, dim=-1)
     valid = in_bucket.gather(1, cand_idx)
     del in_bucket
-    cand_pi = torch.where(valid, pi.gather(1, cand_idx), 0.0)
+    cand_e = torch.where(valid, e.gather(1, cand_idx), 0.0)
     cand_s = s.gather(1, cand_idx)
-    j = (mass_above.unsqueeze(-1) + cand_pi.double().cumsum(-1) < target.unsqueeze(-1)).sum(-1)
+    j = (mass_above.unsqueeze(-1) + cand_e.double().cumsum(-1) < target.unsqueeze(-1)).sum(-1)
     # candidates are sorted by logit, so the positive-mass ones come first; never step past them
-    j = torch.minimum(j, (cand_pi > 0).sum(-1) - 1).clamp_(min=0)
+    j = torch.minimum(j, (cand_e > 0).sum(-1) - 1).clamp_(min=0)
     theta_open = _open_threshold(cand_val.gather(1, j.unsqueeze(-1)).squeeze(-1), inclusive)
-    zn_c, sn_c = _member_sums(cand_pi, cand_s, valid & (cand_val > theta_open.unsqueeze(-1)))
+    zn_c, sn_c = _member_sums(cand_e, cand_s, valid & (cand_val > theta_open.unsqueeze(-1)))
     return theta_open, mass_above + zn_c, smass_above + sn_c
 
 
-def _select_rows(mask: Tensor) -> Tensor | None:
-    """None when every row is selected (work on the block in place), else the selected row indices."""
-    return None if bool(mask.all()) else mask.nonzero().squeeze(-1)
+class _Rows:
+    """Per-row results for all rows (flattened leading dims). Nucleus sums are relative to the row max:
+    zn = Σ_N exp(s), sn = Σ_N exp(s)·s with s = z - max, so that H^p = log zn - sn / zn (SPEC §1)."""
+
+    def __init__(self, n: int, k: int, cdt: torch.dtype, dev: torch.device, need_stats: bool, need_sparse: bool):
+        f64 = torch.float64
+        self.row_max = torch.empty(n, dtype=cdt, device=dev)
+        self.theta_open = torch.empty(n, dtype=cdt, device=dev)
+        self.zn = torch.empty(n, dtype=f64, device=dev)
+        self.sn = torch.empty(n, dtype=f64, device=dev)
+        self.resolved = torch.ones(n, dtype=torch.bool, device=dev)  # False: left for phase 2
+        self.fast = torch.zeros(n, dtype=torch.bool, device=dev)  # done by the top-k fast path (sparse grad)
+        self.robust = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.nan = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.posinf = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.neginf = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.size = torch.empty(n, dtype=torch.int64, device=dev) if need_stats else None
+        self.full = torch.empty(n, dtype=f64, device=dev) if need_stats else None
+        self.sparse_idx = torch.empty(n, k, dtype=torch.int64, device=dev) if need_sparse else None
+        self.sparse_n = torch.empty(n, dtype=torch.int64, device=dev) if need_sparse else None
 
 
-def _forward_block(x: Tensor, top_p: float, inclusive: bool, need_stats: bool, need_backward: bool) -> _Block:
-    """One block of rows. Sums over the nucleus are kept relative to the row max:
-    zn = Σ_N exp(s), sn = Σ_N exp(s)·s with s = z - max, and H^p = log zn - sn / zn (SPEC §1)."""
-    cdt = _compute_dtype(x.dtype)
-    x = x.to(cdt)
-    rows, vocab = x.shape
-    dev = x.device
-    if top_p >= 1.0:
-        return _forward_block_p_one(x, inclusive, need_stats)
-
-    k = min(_FAST_TOPK, vocab)
+def _fast_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: slice) -> None:
+    """Phase 1, one block: softmax + top-k. Rows whose nucleus is a prefix of their top-k logits are done
+    here. When most rows of the block are not, the histogram pass runs right here on the whole block
+    (reusing the softmax); otherwise the few left are flagged for phase 2."""
+    k = min(_FAST_TOPK, x.shape[1])
     top_val, top_idx = torch.topk(x, k, dim=-1)
     row_max = top_val[:, 0]
-    special = None
     if not bool(torch.isfinite(row_max).all()):
-        x, special = _sanitize(x, row_max)
+        x, res.nan[rows], res.posinf[rows], res.neginf[rows] = _sanitize(x, row_max)
         top_val, top_idx = torch.topk(x, k, dim=-1)
         row_max = top_val[:, 0]
     # torch's CPU softmax normalises with a float32 running sum (relative error up to ~1e-5 at V=152064):
-    # every mass below is taken relative to the accurately summed Σπ, which cancels that common factor
+    # masses are compared with p·Σπ, Σπ summed accurately, which cancels that common factor
     pi = torch.softmax(x, dim=-1)
     pi_sum = pi.sum(-1).double()
     top_pi = pi.gather(1, top_idx)
-    pi_max = top_pi[:, 0].double()  # π(max) / Σπ = 1 / Σ_v exp(s_v)
+    pi_max = top_pi[:, 0].double()  # exp(s) = π / π(max)
 
-    # fast path: j* = min{j : c_j >= p} among the top-k; the nucleus is then a prefix of them
-    j = (top_pi.double().cumsum(-1) < (top_p * pi_sum).unsqueeze(-1)).sum(-1)  # 0-based j*; k: not reached
+    # j* = min{j : c_j >= p} among the top-k (0-based; == k when their mass is below p)
+    j = (top_pi.double().cumsum(-1) < (top_p * pi_sum).unsqueeze(-1)).sum(-1)
     resolved = j < k
     theta_open = _open_threshold(top_val.gather(1, j.clamp(max=k - 1).unsqueeze(-1)).squeeze(-1), inclusive)
-    if k < vocab:
+    if k < x.shape[1]:
         # tokens tied with θ may lie beyond the k-th: resolved only when the k-th is outside N
         resolved &= top_val[:, -1] <= theta_open
+    resolved |= res.nan[rows] | res.neginf[rows]  # their results are overwritten anyway
     member = top_val > theta_open.unsqueeze(-1)
     top_s = (top_val.double() - row_max.double().unsqueeze(-1)).clamp_(min=_NEG_BIG)
-    zn, sn = _member_sums(top_s.exp(), top_s, member)  # exp(s) in float64 from the logits themselves
-    size = member.sum(-1) if need_stats else None
-    kind = torch.full((rows,), _DENSE, dtype=torch.int8, device=dev)
-    sparse_idx = sparse_n = None
-    if need_backward:
-        sparse_idx, sparse_n = top_idx, member.sum(-1)
-        kind = torch.where(resolved, _SPARSE, _DENSE).to(torch.int8)
-
+    zn, sn = _member_sums(top_s.exp(), top_s, member)  # exp(s) in float64
+    size = member.sum(-1)
+    if res.sparse_idx is not None:
+        res.sparse_idx[rows] = top_idx
+        res.sparse_n[rows] = size
     unresolved = ~resolved
-    full = None
-    if need_stats or bool(unresolved.any()):
-        s, _ = _shifted(x, row_max)
-        if need_stats:
-            # full entropy: log Σ exp(s) - Σ π s, with Σ exp(s) = Σπ / π(max)
-            full = (pi_sum / pi_max).log() - torch.linalg.vecdot(pi, s).double() / pi_sum
-        if bool(unresolved.any()):
-            sel = _select_rows(unresolved)
-            xs, ss, ps = (x, s, pi) if sel is None else (x[sel], s[sel], pi[sel])
-            t_h, zn_h, sn_h = _hist_threshold(xs, ss, ps, top_p, inclusive)
-            scale = pi_max if sel is None else pi_max[sel]  # π / π(max) = exp(s)
-            zn_h, sn_h = zn_h / scale, sn_h / scale
-            n_h = (xs > t_h.unsqueeze(-1)).sum(-1) if need_stats else None
-            if sel is None:
-                theta_open, zn, sn = t_h, zn_h, sn_h
-                size = n_h
-            else:
-                theta_open[sel], zn[sel], sn[sel] = t_h, zn_h, sn_h
-                if need_stats:
-                    size[sel] = n_h
-        del s
-    return _finish_block(zn, sn, kind, size, full, row_max, theta_open, sparse_idx, sparse_n, special, cdt)
+    n_unresolved = int(unresolved.sum())
+    in_block = 2 * n_unresolved >= x.shape[0]
+    s = None
+    if res.size is not None or in_block:
+        s, res.robust[rows] = _shifted(x, row_max)
+    if in_block:
+        t_h, zn_h, sn_h = _hist_threshold(x, s, pi, top_p, inclusive)
+        theta_open = torch.where(unresolved, t_h, theta_open)
+        zn = torch.where(unresolved, zn_h / pi_max, zn)
+        sn = torch.where(unresolved, sn_h / pi_max, sn)
+        if res.size is not None:
+            size = torch.where(unresolved, (x > t_h.unsqueeze(-1)).sum(-1), size)
+        resolved = torch.ones_like(resolved)
+    res.row_max[rows], res.theta_open[rows], res.zn[rows], res.sn[rows] = row_max, theta_open, zn, sn
+    res.fast[rows] = ~unresolved
+    res.resolved[rows] = resolved
+    if res.size is not None:
+        res.size[rows] = size
+        # full entropy: log Σ exp(s) - Σ π s / Σπ, with Σ exp(s) = Σπ / π(max)
+        res.full[rows] = (pi_sum / pi_max).log() - torch.linalg.vecdot(pi, s).double() / pi_sum
 
 
-def _forward_block_p_one(x: Tensor, inclusive: bool, need_stats: bool) -> _Block:
+def _hist_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: Tensor) -> None:
+    """Phase 2, a block of unresolved rows (given by index): the exact histogram threshold."""
+    row_max = res.row_max[rows]
+    if bool(res.posinf[rows].any()):
+        x, *_ = _sanitize(x, x.amax(dim=-1))
+    s, res.robust[rows] = _shifted(x, row_max)
+    theta_open, zn, sn = _hist_threshold(x, s, torch.exp(s), top_p, inclusive)
+    res.theta_open[rows], res.zn[rows], res.sn[rows] = theta_open, zn, sn
+    if res.size is not None:
+        res.size[rows] = (x > theta_open.unsqueeze(-1)).sum(-1)
+
+
+def _p_one_pass(x: Tensor, inclusive: bool, res: _Rows, rows: slice) -> None:
     """p = 1 (SPEC §1): c_j reaches 1 at the last token with π > 0, so θ = the smallest finite logit."""
     row_max = x.amax(dim=-1)
-    special = None
     if not bool(torch.isfinite(row_max).all()):
-        x, special = _sanitize(x, row_max)
+        x, res.nan[rows], res.posinf[rows], res.neginf[rows] = _sanitize(x, row_max)
         row_max = x.amax(dim=-1)
-    s, _ = _shifted(x, row_max)
+    s, res.robust[rows] = _shifted(x, row_max)
     e = torch.exp(s)
-    full = None
-    if need_stats:
-        z = e.sum(-1).double()
-        full = z.log() - torch.linalg.vecdot(e, s).double() / z
     theta_open = _open_threshold(torch.where(x == -math.inf, math.inf, x).amin(dim=-1), inclusive)
     member = x > theta_open.unsqueeze(-1)
     e_n = torch.where(member, e, 0.0)
-    zn = e_n.sum(-1).double()
-    sn = torch.linalg.vecdot(e_n, s).double()
-    size = member.sum(-1) if need_stats else None
-    kind = torch.full((x.shape[0],), _DENSE, dtype=torch.int8, device=x.device)
-    return _finish_block(zn, sn, kind, size, full, row_max, theta_open, None, None, special, x.dtype)
+    res.row_max[rows], res.theta_open[rows] = row_max, theta_open
+    res.zn[rows] = e_n.sum(-1).double()
+    res.sn[rows] = torch.linalg.vecdot(e_n, s).double()
+    if res.size is not None:
+        res.size[rows] = member.sum(-1)
+        z = e.sum(-1).double()
+        res.full[rows] = z.log() - torch.linalg.vecdot(e, s).double() / z
 
 
-def _finish_block(
-    zn: Tensor,
-    sn: Tensor,
-    kind: Tensor,
-    size: Tensor | None,
-    full: Tensor | None,
-    row_max: Tensor,
-    theta_open: Tensor,
-    sparse_idx: Tensor | None,
-    sparse_n: Tensor | None,
-    special: _Special | None,
-    cdt: torch.dtype,
-) -> _Block:
-    # H^p = log zn - sn / zn; the row max is in N whenever N is non-empty, so zn >= 1 there
-    dev = zn.device
-    nonempty = zn > 0
-    safe_zn = torch.where(nonempty, zn, 1.0)
-    log_zn = safe_zn.log()
-    entropy = torch.where(nonempty, log_zn - sn / safe_zn, 0.0)
-    zero_grad = torch.tensor(_ZERO_GRAD, dtype=torch.int8, device=dev)
-    kind = torch.where(nonempty, kind, zero_grad)
-    if special is not None:
-        kind = torch.where(special.posinf | special.neginf, zero_grad, kind)
-        kind = torch.where(special.nan, torch.tensor(_NAN, dtype=torch.int8, device=dev), kind)
-        entropy = torch.where(special.neginf, 0.0, entropy)
-        entropy = torch.where(special.nan, math.nan, entropy)
-        if full is not None:
-            full = torch.where(special.neginf, 0.0, full)
-            full = torch.where(special.nan, math.nan, full)
-        if size is not None:
-            size = torch.where(special.nan | special.neginf, 0, size)
-    return _Block(
-        entropy=entropy.to(cdt),
-        size=size,
-        full=None if full is None else full.to(cdt),
-        kind=kind,
-        row_max=row_max,
-        log_zn=log_zn.to(cdt),
-        theta_open=theta_open.to(cdt),
-        sparse_idx=sparse_idx,
-        sparse_n=sparse_n,
-    )
+def _index_blocks(index: Tensor, block: int) -> Iterator[tuple[Tensor, slice | None]]:
+    """Split sorted row indices into blocks; a block of consecutive rows also comes as a slice."""
+    for part in index.split(block):
+        first, last = int(part[0]), int(part[-1])
+        yield part, (slice(first, last + 1) if last - first + 1 == part.numel() else None)
 
 
-# --------------------------------------------------------------------------------------------------
-# whole tensor
-# --------------------------------------------------------------------------------------------------
+def _take_rows(rows: Tensor, part: Tensor, span: slice | None) -> Tensor:
+    return rows[span] if span is not None else rows.index_select(0, part)
 
 
 class _Saved(NamedTuple):
     kind: Tensor
+    robust: Tensor
     row_max: Tensor
     log_zn: Tensor
     theta_open: Tensor
@@ -419,44 +374,48 @@ class _Saved(NamedTuple):
 def _run_forward(
     logits: Tensor, top_p: float, inclusive: bool, block: int, need_stats: bool, need_backward: bool
 ) -> tuple[Tensor, Tensor | None, Tensor | None, _Saved | None]:
-    lead = logits.shape[:-1]
+    lead, vocab = logits.shape[:-1], logits.shape[-1]
     n_rows = math.prod(lead)
-    vocab = logits.shape[-1]
     cdt = _compute_dtype(logits.dtype)
     dev = logits.device
-    entropy = torch.empty(n_rows, dtype=cdt, device=dev)
-    size = torch.empty(n_rows, dtype=torch.int64, device=dev) if need_stats else None
-    full = torch.empty(n_rows, dtype=cdt, device=dev) if need_stats else None
+    k = min(_FAST_TOPK, vocab)
+    res = _Rows(n_rows, k, cdt, dev, need_stats, need_sparse=need_backward and top_p < 1.0)
+
+    for start, seg in _row_views(logits):
+        if top_p >= 1.0:
+            for i in range(0, seg.shape[0], block):
+                x = seg[i : i + block]
+                _p_one_pass(x.to(cdt), inclusive, res, slice(start + i, start + i + x.shape[0]))
+            continue
+        for i in range(0, seg.shape[0], block):
+            x = seg[i : i + block]
+            _fast_pass(x.to(cdt), top_p, inclusive, res, slice(start + i, start + i + x.shape[0]))
+        # phase 2: the unresolved rows of this segment, gathered into full blocks
+        todo = (~res.resolved[start : start + seg.shape[0]]).nonzero().squeeze(-1)
+        if todo.numel():
+            for part, span in _index_blocks(todo, block):
+                _hist_pass(_take_rows(seg, part, span).to(cdt), top_p, inclusive, res, start + part)
+
+    # H^p = log zn - sn / zn; the row max is in N whenever N is non-empty, so zn >= 1 there
+    nonempty = res.zn > 0
+    safe_zn = torch.where(nonempty, res.zn, 1.0)
+    log_zn = safe_zn.log()
+    entropy = torch.where(nonempty, log_zn - res.sn / safe_zn, 0.0)
+    entropy = torch.where(res.neginf, 0.0, entropy)
+    entropy = torch.where(res.nan, math.nan, entropy).to(cdt)
+    size = full = None
+    if need_stats:
+        size = torch.where(res.nan | res.neginf, 0, res.size).view(lead)
+        full = torch.where(res.neginf, 0.0, res.full)
+        full = torch.where(res.nan, math.nan, full).to(cdt).view(lead)
     saved = None
     if need_backward:
-        sparse = top_p < 1.0
-        saved = _Saved(
-            kind=torch.empty(n_rows, dtype=torch.int8, device=dev),
-            row_max=torch.empty(n_rows, dtype=cdt, device=dev),
-            log_zn=torch.empty(n_rows, dtype=cdt, device=dev),
-            theta_open=torch.empty(n_rows, dtype=cdt, device=dev),
-            entropy=torch.empty(n_rows, dtype=cdt, device=dev),
-            sparse_idx=torch.empty(n_rows, min(_FAST_TOPK, vocab), dtype=torch.int64, device=dev) if sparse else None,
-            sparse_n=torch.empty(n_rows, dtype=torch.int64, device=dev) if sparse else None,
-        )
-    for start, rows in _blocks(logits, block):
-        stop = start + rows.shape[0]
-        out = _forward_block(rows, top_p, inclusive, need_stats, need_backward)
-        entropy[start:stop] = out.entropy
-        if need_stats:
-            size[start:stop] = out.size
-            full[start:stop] = out.full
-        if saved is not None:
-            for name in ("kind", "row_max", "log_zn", "theta_open", "entropy", "sparse_idx", "sparse_n"):
-                dst = getattr(saved, name)
-                if dst is not None:
-                    dst[start:stop] = getattr(out, name)
-    return (
-        entropy.view(lead),
-        None if size is None else size.view(lead),
-        None if full is None else full.view(lead),
-        saved,
-    )
+        kind = torch.where(res.fast, _SPARSE, _DENSE)
+        kind = torch.where(nonempty & ~res.posinf & ~res.neginf, kind, _ZERO_GRAD)
+        kind = torch.where(res.nan, _NAN, kind).to(torch.int8)
+        saved = _Saved(kind, res.robust, res.row_max, log_zn.to(cdt), res.theta_open, entropy.clone(),
+                       res.sparse_idx, res.sparse_n)
+    return entropy.view(lead), size, full, saved
 
 
 # --------------------------------------------------------------------------------------------------
@@ -473,7 +432,7 @@ def _dense_grad(x: Tensor, g: Tensor, p: _Saved, out: Tensor | None) -> Tensor:
     g = g.unsqueeze(-1)
     m, log_zn, h, theta = (p.row_max.unsqueeze(-1), p.log_zn.unsqueeze(-1), p.entropy.unsqueeze(-1),
                            p.theta_open.unsqueeze(-1))
-    if not bool(torch.isfinite(p.row_max - x.amin(dim=-1)).all()):
+    if bool(p.robust.any()):
         # -inf logits / overflowing ranges: shift by the max and clamp, mask on the logits (9 passes)
         t = torch.sub(x, m, out=out).clamp_(min=_NEG_BIG).sub_(log_zn)  # log π̃, finite
         u = torch.add(t, h)  # log π̃ + H^p
@@ -487,55 +446,49 @@ def _dense_grad(x: Tensor, g: Tensor, p: _Saved, out: Tensor | None) -> Tensor:
     return a.add_(kappa).exp_().mul_(u)
 
 
-def _sparse_grad(x: Tensor, g: Tensor, p: _Saved) -> Tensor:
-    """The same gradient at the saved top-k positions (the nucleus is their first sparse_n)."""
-    vals = x.gather(1, p.sparse_idx).to(p.row_max.dtype)
-    log_pt = (vals - p.row_max.unsqueeze(-1)).clamp_(min=_NEG_BIG) - p.log_zn.unsqueeze(-1)
-    grad = -g.unsqueeze(-1) * log_pt.exp() * (log_pt + p.entropy.unsqueeze(-1))
-    keep = torch.arange(p.sparse_idx.shape[1], device=x.device).unsqueeze(0) < p.sparse_n.unsqueeze(-1)
-    keep &= (p.kind == _SPARSE).unsqueeze(-1)
-    return torch.where(keep, grad, 0.0)
-
-
 def _rows_of(p: _Saved, sel: Tensor | slice) -> _Saved:
     return _Saved(*(None if t is None else t[sel] for t in p))
+
+
+def _sparse_grad_into(grad_rows: Tensor, seg: Tensor, start: int, g_all: Tensor, saved: _Saved) -> None:
+    """Rows whose nucleus is a prefix of their saved top-k: the gradient at those k positions only."""
+    local = (saved.kind[start : start + seg.shape[0]] == _SPARSE).nonzero().squeeze(-1)
+    if not local.numel():
+        return
+    rows = start + local
+    p = _rows_of(saved, rows)
+    vals = seg[local.unsqueeze(-1), p.sparse_idx].to(p.row_max.dtype)
+    log_pt = (vals - p.row_max.unsqueeze(-1)).clamp_(min=_NEG_BIG) - p.log_zn.unsqueeze(-1)
+    grad = -g_all[rows].unsqueeze(-1) * log_pt.exp() * (log_pt + p.entropy.unsqueeze(-1))
+    keep = torch.arange(p.sparse_idx.shape[1], device=seg.device).unsqueeze(0) < p.sparse_n.unsqueeze(-1)
+    grad = torch.where(keep, grad, 0.0).to(grad_rows.dtype)
+    grad_rows.index_put_((rows.unsqueeze(-1), p.sparse_idx), grad)
 
 
 def _run_backward(logits: Tensor, grad_out: Tensor, saved: _Saved, block: int) -> Tensor:
     cdt = _compute_dtype(logits.dtype)
     vocab = logits.shape[-1]
-    all_dense = bool((saved.kind == _DENSE).all())
     # rows that are not computed densely are zero except at their (few) nucleus positions
-    alloc = torch.empty if all_dense else torch.zeros
+    alloc = torch.empty if bool((saved.kind == _DENSE).all()) else torch.zeros
     grad = alloc(logits.shape, dtype=logits.dtype, device=logits.device)
     grad_rows = grad.view(-1, vocab)
     g_all = grad_out.reshape(-1).to(cdt)
-    direct = logits.dtype == cdt  # compute straight into the gradient buffer
-    for start, rows in _blocks(logits, block):
-        stop = start + rows.shape[0]
-        p = _rows_of(saved, slice(start, stop))
-        g = g_all[start:stop]
-        out = grad_rows[start:stop]
-        n = rows.shape[0]
-        dense = p.kind == _DENSE
-        n_dense = int(dense.sum())
-        if 2 * n_dense >= n and n_dense:
-            # mostly dense rows: the dense formula is exact for every row, run it on the whole block
-            res = _dense_grad(rows.to(cdt), g, p, out if direct else None)
-            if not direct:
-                out.copy_(res)
-            other = p.kind >= _ZERO_GRAD
-            if bool(other.any()):
-                out[other] = 0.0
-        else:
-            if p.sparse_idx is not None and bool((p.kind == _SPARSE).any()):
-                out.scatter_(1, p.sparse_idx, _sparse_grad(rows, g, p).to(out.dtype))
-            if n_dense:
-                sel = dense.nonzero().squeeze(-1)
-                out[sel] = _dense_grad(rows[sel].to(cdt), g[sel], _rows_of(p, sel), None).to(out.dtype)
-        nan = p.kind == _NAN
-        if bool(nan.any()):
-            out[nan] = math.nan
+    for start, seg in _row_views(logits):
+        if saved.sparse_idx is not None:
+            _sparse_grad_into(grad_rows, seg, start, g_all, saved)
+        dense = (saved.kind[start : start + seg.shape[0]] == _DENSE).nonzero().squeeze(-1)
+        if dense.numel():
+            for part, span in _index_blocks(dense, block):
+                rows = start + part
+                p = _rows_of(saved, rows)
+                x = _take_rows(seg, part, span).to(cdt)
+                if span is not None and logits.dtype == cdt:  # straight into the gradient buffer
+                    _dense_grad(x, g_all[rows], p, grad_rows[start + span.start : start + span.stop])
+                else:
+                    grad_rows.index_copy_(0, rows, _dense_grad(x, g_all[rows], p, None).to(grad.dtype))
+        nan = (saved.kind[start : start + seg.shape[0]] == _NAN).nonzero().squeeze(-1)
+        if nan.numel():
+            grad_rows[start + nan] = math.nan
     return grad
 
 
@@ -545,7 +498,7 @@ class _NucleusEntropy(torch.autograd.Function):
         entropy, _, _, saved = _run_forward(logits, top_p, inclusive, block, need_stats=False, need_backward=True)
         ctx.block = block
         ctx.has_sparse = saved.sparse_idx is not None
-        tensors = [logits, *saved[:5]]
+        tensors = [logits, *saved[:6]]
         if ctx.has_sparse:
             tensors += [saved.sparse_idx, saved.sparse_n]
         ctx.save_for_backward(*tensors)
@@ -555,7 +508,7 @@ class _NucleusEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         logits, *rest = ctx.saved_tensors
-        saved = _Saved(*rest[:5], *(rest[5:] if ctx.has_sparse else (None, None)))
+        saved = _Saved(*rest[:6], *(rest[6:] if ctx.has_sparse else (None, None)))
         return _run_backward(logits, grad_out, saved, ctx.block), None, None, None
 
 
