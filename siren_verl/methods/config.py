@@ -495,6 +495,11 @@ def check_trainer_settings(spec: MethodSpec, settings: Mapping[str, Any], key: s
                 f"{USE_V1}=False with {method}: siren-verl hooks verl's V1 trainer; set {USE_V1}=True "
                 "(the legacy trainer is not supported)"
             )
+        if settings.get(BYPASS_MODE, False):
+            raise ConfigError(
+                f"{BYPASS_MODE}=True with {method}: bypass mode skips the old-log-prob pass whose "
+                "entropies the method uses (and ignores the rollout_is_weights channel)"
+            )
         if settings.get(TRAINER_MODE) != SIREN_TRAINER_MODE:
             raise ConfigError(
                 f"{TRAINER_MODE}={settings.get(TRAINER_MODE)} with {method}: must be {SIREN_TRAINER_MODE} "

@@ -185,13 +185,14 @@ class EntropyController:
         if reg != "none":
             reg_entropy = self._entropy(inputs, parts["entropy_measure"])
             h_k = token_mean(reg_entropy, mask)  # the step's token-mean entropy H_k
-            if self.anchor is None and self.steps_observed == 0:
-                self.anchor = self._measure_anchor(inputs, values.token_mask)
-            if self.anchor is None:
-                raise ValueError(
-                    "no anchor H_0: it is measured at the first step; a restored controller must carry it"
-                )
-            values.metrics["entropy/anchor"] = self.anchor
+            if self._uses_anchor():
+                if self.anchor is None and self.steps_observed == 0:
+                    self.anchor = self._measure_anchor(inputs, values.token_mask)
+                if self.anchor is None:
+                    raise ValueError(
+                        "no anchor H_0: it is measured at the first step; a restored controller must carry it"
+                    )
+                values.metrics["entropy/anchor"] = self.anchor
             coef = self._coefficient(inputs, h_k, correct, values)
             values.scalars["coef"] = coef
             values.scalars["anchor"] = self.anchor if reg == "anchored_square" else None
@@ -224,6 +225,17 @@ class EntropyController:
 
         self.steps_observed += 1
         return values
+
+    def _uses_anchor(self) -> bool:
+        """Whether this method has an H_0 at all (else `entropy/anchor` is omitted, SPEC §8)."""
+        parts = self.spec.parts
+        if parts["regularizer"] == "anchored_square":
+            return True
+        if parts["coef_schedule"] == "aer":
+            return self.cfg.aer.anchored_target
+        if parts["coef_schedule"] == "adaptive":
+            return self.cfg.adaptive_target.target is None
+        return False
 
     def _measure_anchor(self, inputs: StepInputs, token_mask: Tensor | None) -> float:
         """H_0 at the first step, on the whole global batch, without gradient (SPEC §3, §4.1, §6)."""

@@ -179,6 +179,16 @@ def resume_folder(config) -> str | None:
     return None
 
 
+def forking_report_dir(config) -> str:
+    """The run directory of `siren-verl plot/tokens`: where verl's file logger writes the metrics
+    (VERL_FILE_LOGGER_PATH's folder, else VERL_FILE_LOGGER_ROOT/<project>, verl/utils/tracking.py)."""
+    path = os.getenv("VERL_FILE_LOGGER_PATH")
+    if path:
+        return os.path.dirname(os.path.abspath(path))
+    root = os.path.expanduser(os.getenv("VERL_FILE_LOGGER_ROOT", "."))
+    return os.path.join(root, config.trainer.project_name)
+
+
 # ---------------------------------------------------------------------------------------------
 # batch helpers (TransferQueue <-> padded tensors)
 # ---------------------------------------------------------------------------------------------
@@ -285,10 +295,17 @@ def _make_trainer_class():
 
         def _observe_step(self, batch, metrics):
             spec = self.entropy_spec
+            present = set(batch.fields or [])
+            if present and "entropy" not in present:
+                if spec.needs_siren_trainer:
+                    raise RuntimeError(
+                        f"siren-verl: the old-log-prob pass stored no entropy; {ROOT}.method={spec.method} "
+                        "needs it (algorithm.rollout_correction.bypass_mode=True skips that pass)"
+                    )
+                return batch  # statistics need the old-log-prob entropies: none this step
             fields = ["response_mask", "entropy", "advantages", "rm_scores", "uid"]
             if spec.needs_nucleus:
                 fields += [NUCLEUS_ENTROPY, NUCLEUS_SIZE]
-            present = set(batch.fields or [])
             if "rollout_is_weights" in present:
                 fields.append("rollout_is_weights")
             data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
@@ -328,6 +345,7 @@ def _make_trainer_class():
             values = self.entropy_controller.observe(inputs)
             self._step_scalars = values.scalars
             metrics.update(values.metrics)
+            self._maybe_record_forking_tokens(batch, inputs, idx)
 
             def full_rows(rows_value, fill=0.0):
                 out = torch.full((len(batch),) + tuple(rows_value.shape[1:]), fill, dtype=rows_value.dtype)
@@ -355,6 +373,28 @@ def _make_trainer_class():
                 batch_out.extra_info = dict(batch.extra_info)
                 batch = batch_out
             return batch
+
+        def _maybe_record_forking_tokens(self, batch, inputs, idx):
+            from siren_verl.viz.tokens import record_forking_tokens, should_record
+
+            report = self.entropy_spec.config.forking_report
+            if not should_record(int(self.global_steps), report.every_n_steps):
+                return
+            data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["responses"])
+            responses = _padded(data, "responses").long()[idx]
+            width = inputs.response_mask.shape[1]
+            responses = torch.nn.functional.pad(responses, (0, max(0, width - responses.shape[1])))[:, :width]
+            record_forking_tokens(
+                forking_report_dir(self.config),
+                int(self.global_steps),
+                responses,
+                inputs.response_mask,
+                inputs.full_entropy,
+                self.tokenizer,
+                every_n_steps=report.every_n_steps,
+                top_n=report.top_n,
+                context=report.context,
+            )
 
         # ---- checkpoint --------------------------------------------------------------------
         def _save_checkpoint(self):

@@ -208,3 +208,18 @@ def test_changed_fixed_anchor_is_refused_on_resume():
     a.observe(_inputs())
     with pytest.raises(ValueError, match="anchor cannot change"):
         _controller("siren", anchor=9.0).load_state_dict(a.state_dict())
+
+
+@pytest.mark.parametrize(
+    "method,overrides,has_anchor",
+    [
+        ("naive", {}, False),
+        ("aer", {}, True),
+        ("aer", {"aer": {"anchored_target": False, "target": 0.5}}, False),
+        ("adaptive_target", {}, False),
+        ("adaptive_target", {"adaptive_target": {"target": None, "anchor_ratio": 0.5}}, True),
+    ],
+)
+def test_anchor_is_logged_only_by_methods_that_have_one(method, overrides, has_anchor):
+    v = _controller(method, **overrides).observe(_inputs())
+    assert ("entropy/anchor" in v.metrics) == has_anchor
