@@ -74,14 +74,10 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Row kinds (saved for the backward).
 ROW_NORMAL, ROW_ZERO_GRAD, ROW_NAN = 0, 1, 2
 
-# Low mantissa bits that are always zero once an input dtype is upcast to float32: dropping them makes
-# one key step one representable input value (fewer search passes: 16-bit keys for bf16/fp16).
-_KEY_SHIFT = {torch.float32: 0, torch.bfloat16: 16, torch.float16: 13}
-
 # Launch configuration. BLOCK: logits per step of the streaming passes (pass A, nucleus pass,
 # backward). BLOCK_S x NPIV: the tile of the search passes (logits x pivots).
 _BLOCK = 4096
-_BLOCK_S = 1024
+_BLOCK_S = 512
 _NPIV = 16
 _NUM_WARPS = 8
 
@@ -141,18 +137,23 @@ def triton_available(device: torch.device | str | None = None) -> bool:
 tl: Any = None
 
 
-def _monotone_key(x, KEY_SHIFT: tl.constexpr):
-    """Order-preserving int32 key of float32 ``x``: a < b ⇔ key(a) < key(b); -0 and +0 share 0."""
-    bits = x.to(tl.int32, bitcast=True)
-    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats: flip all but the sign bit
-    key = tl.where(x == 0.0, 0, key)
-    return key >> KEY_SHIFT  # arithmetic shift: drops bits that are zero (ones) for all inputs
+def _monotone_key(x):
+    """Order-preserving int32 key of ``x`` in its storage dtype (fp32, bf16 or fp16):
+    a < b ⇔ key(a) < key(b) and a == b ⇔ key(a) == key(b) (-0 and +0 share 0). 16-bit inputs give 16-bit
+    keys, so one key step is one representable input value."""
+    if x.dtype.primitive_bitwidth == 16:
+        bits = x.to(tl.int16, bitcast=True).to(tl.int32)  # sign-extended
+        key = bits ^ ((bits >> 15) & 0x7FFF)  # negative floats: flip all but the sign bit
+    else:
+        bits = x.to(tl.int32, bitcast=True)
+        key = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return tl.where(x == 0.0, 0, key)
 
 
 def _nucleus_fwd_kernel(
     x_ptr, stride_x, V, p_hi, p_lo, log_1mp,
     ent_ptr, size_ptr, full_ptr, rowmax_ptr, logzn_ptr, cut_ptr, kind_ptr, passes_ptr,
-    INCLUSIVE: tl.constexpr, P_IS_ONE: tl.constexpr, KEY_SHIFT: tl.constexpr,
+    INCLUSIVE: tl.constexpr, P_IS_ONE: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_S: tl.constexpr, NPIV: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
@@ -163,27 +164,40 @@ def _nucleus_fwd_kernel(
 
     # ---- pass A: online softmax statistics (SPEC §1: π = softmax(z)) --------------------------------
     m = NEG_INF  # running max over finite logits
+    n_at_max = 0  # logits equal to m
+    m2 = NEG_INF  # largest finite logit below m
+    n_at_m2 = 0
     z_sum = 0.0  # Σ exp(z - m)
     s_sum = 0.0  # Σ exp(z - m) (z - m)
     z_min = POS_INF  # smallest finite logit
-    n_at_max = 0  # logits equal to m
     n_nan = 0
     n_pinf = 0
     n_fin = 0
     for start in range(0, V, BLOCK):
         idx = start + offs
         x = tl.load(x_row + idx, mask=idx < V, other=NEG_INF).to(tl.float32)
-        fin = tl.abs(x) < POS_INF  # (False for ±inf and NaN)
+        fin = tl.abs(x) < POS_INF  # False for ±inf and NaN
         n_nan += tl.sum((x != x).to(tl.int32), 0)
         n_pinf += tl.sum((x == POS_INF).to(tl.int32), 0)
         n_fin += tl.sum(fin.to(tl.int32), 0)
         xf = tl.where(fin, x, NEG_INF)
         z_min = tl.minimum(z_min, tl.min(tl.where(fin, x, POS_INF), 0))
-        b_max = tl.max(xf, 0)
-        n_b = tl.sum((xf == b_max).to(tl.int32), 0)
-        n_at_max = tl.where(b_max > m, n_b, tl.where(b_max == m, n_at_max + n_b, n_at_max))
-        m_new = tl.maximum(m, b_max)
-        m_ref = tl.where(m_new == NEG_INF, 0.0, m_new)  # (no finite logit yet: sums stay 0)
+        # the two largest distinct finite values and their counts: merge the block's into the running
+        b1 = tl.max(xf, 0)
+        c1 = tl.sum((xf == b1).to(tl.int32), 0)
+        b2 = tl.max(tl.where(xf < b1, xf, NEG_INF), 0)
+        c2 = tl.sum((xf == b2).to(tl.int32), 0)
+        m_new = tl.maximum(m, b1)
+        n1 = tl.where(m == m_new, n_at_max, 0) + tl.where(b1 == m_new, c1, 0)
+        m2_new = tl.maximum(tl.maximum(tl.where(m < m_new, m, NEG_INF), m2),
+                            tl.maximum(tl.where(b1 < m_new, b1, NEG_INF), b2))
+        n2 = (tl.where(m == m2_new, n_at_max, 0) + tl.where(m2 == m2_new, n_at_m2, 0)
+              + tl.where(b1 == m2_new, c1, 0) + tl.where(b2 == m2_new, c2, 0))
+        n_at_m2 = tl.where(m2_new == NEG_INF, 0, n2)
+        n_at_max = tl.where(m_new == NEG_INF, 0, n1)
+        m2 = m2_new
+        # online Σ e and Σ e·(z - m), rescaled when the max grows
+        m_ref = tl.where(m_new == NEG_INF, 0.0, m_new)  # no finite logit yet: sums stay 0
         m_old = tl.where(m == NEG_INF, m_ref, m)
         alpha = tl.exp(m_old - m_ref)
         d = tl.where(fin, x - m_ref, 0.0)
@@ -194,15 +208,14 @@ def _nucleus_fwd_kernel(
 
     # ---- defaults: the special rows (see module doc) -------------------------------------------------
     normal = (n_nan == 0) & (n_pinf == 0) & (n_fin > 0)
-    n_pinf_f = n_pinf.to(tl.float32)
-    log_npinf = tl.log(tl.maximum(n_pinf_f, 1.0))
-    entropy = tl.where(n_pinf > 0, log_npinf, 0.0)
-    if not INCLUSIVE:
-        entropy = 0.0 * entropy
+    log_npinf = tl.log(tl.maximum(n_pinf.to(tl.float32), 1.0))
     full = tl.where(n_pinf > 0, log_npinf, 0.0)
-    size = tl.where(n_pinf > 0, n_pinf, 0)
-    if not INCLUSIVE:
-        size = 0 * size
+    if INCLUSIVE:
+        entropy = full
+        size = tl.where(n_pinf > 0, n_pinf, 0)
+    else:
+        entropy = 0.0 * full
+        size = 0 * n_pinf
     if n_nan > 0:
         entropy = entropy + float("nan")
         full = full + float("nan")
@@ -215,84 +228,102 @@ def _nucleus_fwd_kernel(
 
     if normal:
         full = tl.log(z_sum) - s_sum / z_sum
-        key_max = _monotone_key(m, KEY_SHIFT)
+        in_dt = x_ptr.dtype.element_ty  # keys come from values in the storage dtype (exact for m, m2, z_min)
+        key1 = _monotone_key(m.to(in_dt))
+        key2 = _monotone_key(m2.to(in_dt))  # key(-inf) when the row has one distinct finite value
+        e2 = tl.exp(m2 - m)  # probability ratio of the runner-up (0 when there is none)
+        f1 = n_at_max.to(tl.float64)  # F(m) = Σ_{z >= m} e
+        f2 = f1 + n_at_m2.to(tl.float64) * e2.to(tl.float64)  # F(m2)
         z64 = z_sum.to(tl.float64)
         target = z64 * p_hi + z64 * p_lo  # p·Z (p = p_hi + p_lo to float64 precision)
-        # ---- threshold search: theta = the largest key x with F(x) >= p Z (SPEC §1) ---------------
+        # ---- threshold: theta = the largest logit x with F(x) >= p Z (SPEC §1), as a key ------------
         if P_IS_ONE:
-            theta = _monotone_key(z_min, KEY_SHIFT)  # c_j reaches 1 at the smallest finite logit
+            theta = _monotone_key(z_min.to(in_dt))  # c_j reaches 1 at the smallest finite logit
+        elif f1 >= target:
+            theta = key1  # the max's ties already hold p: no search
+        elif f2 >= target:
+            theta = key2  # the two largest values hold p: no search
         else:
-            theta = key_max  # the max's ties hold p·Z: a near-deterministic token, no search
-            if n_at_max.to(tl.float64) < target:
-                x_lo = m + log_1mp + tl.log(z_sum / n_fin.to(tl.float32)) - 1.0
-                lo = tl.maximum(_monotone_key(x_lo, KEY_SHIFT), _monotone_key(z_min, KEY_SHIFT))
-                lo = lo.to(tl.int64)
-                hi = key_max.to(tl.int64) + 1
-                mass_hi = 0.0 * target  # F(hi), float64
-                piv_i = tl.arange(0, NPIV)
-                offs_s = tl.arange(0, BLOCK_S)
-                while hi - lo > 1:
-                    passes += 1
-                    piv = (lo + (piv_i.to(tl.int64) * (hi - lo)) // NPIV).to(tl.int32)
-                    lo32 = lo.to(tl.int32)
-                    hi32 = hi.to(tl.int32)
-                    f = tl.zeros([NPIV], dtype=tl.float64)  # Σ e over [piv_i, hi)
-                    k_min = hi32
-                    k_max = lo32 - 1
-                    for start in range(0, V, BLOCK_S):
-                        idx = start + offs_s
-                        x = tl.load(x_row + idx, mask=idx < V, other=NEG_INF).to(tl.float32)
-                        key = _monotone_key(x, KEY_SHIFT)
-                        inside = (key >= lo32) & (key < hi32)
-                        if tl.max(inside.to(tl.int32), 0) > 0:  # skip blocks with nothing inside
-                            e = tl.where(inside, tl.exp(x - m), 0.0)
-                            ge = key[:, None] >= piv[None, :]
-                            f += tl.sum(tl.where(ge, e[:, None], 0.0), 0).to(tl.float64)
-                            k_min = tl.minimum(k_min, tl.min(tl.where(inside, key, 2147483647), 0))
-                            k_max = tl.maximum(k_max, tl.max(tl.where(inside, key, -2147483648), 0))
-                    f_at = mass_hi + f  # F(piv_i)
-                    ok = (f_at >= target) | (piv_i == 0)  # F(lo) >= p Z is the invariant
-                    j = tl.max(tl.where(ok, piv_i, 0), 0)
-                    new_lo = tl.sum(tl.where(piv_i == j, piv, 0), 0).to(tl.int64)
-                    nxt = piv_i == j + 1
-                    new_hi = tl.where(j + 1 < NPIV, tl.sum(tl.where(nxt, piv, 0), 0).to(tl.int64), hi)
-                    new_mass_hi = tl.where(j + 1 < NPIV, tl.sum(tl.where(nxt, f_at, 0.0), 0), mass_hi)
-                    single = k_min == k_max  # one distinct value inside: it is theta
-                    # snap the ends to the smallest / largest key inside [lo, hi) (F is flat outside)
-                    lo = tl.where(single, k_min.to(tl.int64), tl.maximum(new_lo, k_min.to(tl.int64)))
-                    hi = tl.where(single, k_min.to(tl.int64) + 1, tl.minimum(new_hi, k_max.to(tl.int64) + 1))
-                    mass_hi = tl.where(single, mass_hi, new_mass_hi)
-                theta = lo.to(tl.int32)
+            # search passes over [lo, hi) with F(lo) >= p Z > F(hi) = mass_hi
+            x_lo = m + log_1mp + tl.log(z_sum / n_fin.to(tl.float32)) - 1.0
+            hi = key2.to(tl.int64)
+            # x_lo rounded to the storage dtype: either neighbour is <= theta (a stored value >= x_lo)
+            lo = tl.maximum(_monotone_key(x_lo.to(in_dt)), _monotone_key(z_min.to(in_dt))).to(tl.int64)
+            lo = tl.minimum(lo, hi - 1)
+            mass_hi = f2
+            piv_i = tl.arange(0, NPIV)
+            offs_s = tl.arange(0, BLOCK_S)
+            while hi - lo > 1:
+                passes += 1
+                piv = (lo + (piv_i.to(tl.int64) * (hi - lo)) // NPIV).to(tl.int32)  # piv[0] = lo
+                lo32 = lo.to(tl.int32)
+                hi32 = hi.to(tl.int32)
+                f = tl.zeros([NPIV], dtype=tl.float64)  # Σ e over keys in [piv_i, hi)
+                k_min = hi32  # smallest / largest key inside [lo, hi)
+                k_max = lo32 - 1
+                for start in range(0, V, BLOCK_S):
+                    idx = start + offs_s
+                    x_in = tl.load(x_row + idx, mask=idx < V, other=NEG_INF)
+                    key = _monotone_key(x_in)
+                    x = x_in.to(tl.float32)
+                    inside = (key >= lo32) & (key < hi32)
+                    if tl.max(inside.to(tl.int32), 0) > 0:  # blocks with nothing inside skip the tile
+                        e = tl.where(inside, tl.exp(x - m), 0.0)
+                        ge = key[:, None] >= piv[None, :]
+                        f += tl.sum(tl.where(ge, e[:, None], 0.0), 0).to(tl.float64)
+                        k_min = tl.minimum(k_min, tl.min(tl.where(inside, key, 2147483647), 0))
+                        k_max = tl.maximum(k_max, tl.max(tl.where(inside, key, -2147483648), 0))
+                f_at = mass_hi + f  # F(piv_i)
+                ok = (f_at >= target) | (piv_i == 0)  # F(lo) >= p Z is the invariant
+                j = tl.max(tl.where(ok, piv_i, 0), 0)
+                new_lo = tl.sum(tl.where(piv_i == j, piv, 0), 0).to(tl.int64)
+                nxt = piv_i == j + 1
+                new_hi = tl.where(j + 1 < NPIV, tl.sum(tl.where(nxt, piv, 0), 0).to(tl.int64), hi)
+                new_mass_hi = tl.where(j + 1 < NPIV, tl.sum(tl.where(nxt, f_at, 0.0), 0), mass_hi)
+                single = k_min == k_max  # one distinct value inside [lo, hi): it is theta
+                # snap the ends to the smallest / largest key inside (F is flat beyond them)
+                lo = tl.where(single, k_min.to(tl.int64), tl.maximum(new_lo, k_min.to(tl.int64)))
+                hi = tl.where(single, k_min.to(tl.int64) + 1, tl.minimum(new_hi, k_max.to(tl.int64) + 1))
+                mass_hi = tl.where(single, mass_hi, new_mass_hi)
+            theta = lo.to(tl.int32)
 
-        # ---- nucleus pass: Σ_N e, Σ_N e (z - m), |N| ------------------------------------------------
+        # ---- the nucleus N = {key > cut}: Σ_N e, Σ_N e (z - m), |N| --------------------------------
         if INCLUSIVE:
             cut = theta - 1
         else:
             cut = theta
-        if cut >= key_max:  # nothing above theta: empty nucleus (exclusive, theta = max)
-            entropy = 0.0 * full
-            size = 0 * size
-        else:
-            zn = 0.0
-            sn = 0.0
+        zn = 0.0
+        sn = 0.0
+        cnt = 0
+        if cut >= key1:  # exclusive with theta = m: empty nucleus
             cnt = 0
-            if (theta == key_max) & INCLUSIVE:  # N = the ties of the max: uniform
-                cnt = n_at_max
-                zn = n_at_max.to(tl.float32)
-            else:
-                for start in range(0, V, BLOCK):
-                    idx = start + offs
-                    x = tl.load(x_row + idx, mask=idx < V, other=NEG_INF).to(tl.float32)
-                    member = _monotone_key(x, KEY_SHIFT) > cut
-                    d = tl.where(member, x - m, 0.0)
-                    e = tl.where(member, tl.exp(d), 0.0)
-                    zn += tl.sum(e, 0)
-                    sn += tl.sum(e * d, 0)
-                    cnt += tl.sum(member.to(tl.int32), 0)
+        elif cut >= key2:  # N = the ties of the max (uniform)
+            cnt = n_at_max
+            zn = n_at_max.to(tl.float32)
+        elif INCLUSIVE & (theta == key2):  # N = the ties of the two largest values
+            cnt = n_at_max + n_at_m2
+            w2 = n_at_m2.to(tl.float32) * e2
+            zn = n_at_max.to(tl.float32) + w2
+            sn = w2 * (m2 - m)
+        else:  # nucleus pass (one read)
+            for start in range(0, V, BLOCK):
+                idx = start + offs
+                x_in = tl.load(x_row + idx, mask=idx < V, other=NEG_INF)
+                member = _monotone_key(x_in) > cut
+                x = x_in.to(tl.float32)
+                d = tl.where(member, x - m, 0.0)
+                e = tl.where(member, tl.exp(d), 0.0)
+                zn += tl.sum(e, 0)
+                sn += tl.sum(e * d, 0)
+                cnt += tl.sum(member.to(tl.int32), 0)
+        if cnt > 0:
             log_zn = tl.log(zn)
             entropy = log_zn - sn / zn
-            size = cnt
             kind = 0 * kind  # ROW_NORMAL
+        else:
+            entropy = 0.0 * full
+            cut = 2147483647 + 0 * cut
+        size = cnt
     tl.store(ent_ptr + row, entropy)
     tl.store(size_ptr + row, size.to(tl.int64))
     tl.store(full_ptr + row, full)
@@ -305,7 +336,7 @@ def _nucleus_fwd_kernel(
 
 def _nucleus_bwd_kernel(
     x_ptr, stride_x, g_ptr, ent_ptr, rowmax_ptr, logzn_ptr, cut_ptr, kind_ptr, out_ptr, stride_out, V,
-    KEY_SHIFT: tl.constexpr, BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_x
@@ -321,8 +352,9 @@ def _nucleus_bwd_kernel(
         cut = tl.load(cut_ptr + row)
         for start in range(0, V, BLOCK):
             idx = start + offs
-            x = tl.load(x_row + idx, mask=idx < V, other=float("-inf")).to(tl.float32)
-            member = _monotone_key(x, KEY_SHIFT) > cut
+            x_in = tl.load(x_row + idx, mask=idx < V, other=float("-inf"))
+            member = _monotone_key(x_in) > cut
+            x = x_in.to(tl.float32)
             log_pt = tl.where(member, x - m - log_zn, 0.0)
             grad = tl.where(member, -g * tl.exp(log_pt) * (log_pt + h), 0.0)
             tl.store(out_row + idx, grad.to(out_ptr.dtype.element_ty), mask=idx < V)
@@ -430,7 +462,7 @@ def _launch_forward(
         kern.forward[(rows,)](
             x, x.stride(0), vocab, p_hi, p - p_hi, math.log1p(-p) if p < 1.0 else 0.0,
             entropy, size, full, row_max, log_zn, cut, kind, passes,
-            INCLUSIVE=boundary == "inclusive", P_IS_ONE=p >= 1.0, KEY_SHIFT=_KEY_SHIFT[x.dtype],
+            INCLUSIVE=boundary == "inclusive", P_IS_ONE=p >= 1.0,
             BLOCK=block, BLOCK_S=block_s, NPIV=npiv, num_warps=num_warps,
         )
     aux = NucleusKernelAux(entropy=entropy, row_max=row_max, log_zn=log_zn, cut_key=cut, row_kind=kind)
@@ -481,7 +513,7 @@ def nucleus_entropy_triton_backward(
         kern = _kernels()
         kern.backward[(rows,)](
             x, x.stride(0), g, aux_t.entropy, aux_t.row_max, aux_t.log_zn, aux_t.cut_key, aux_t.row_kind,
-            out, out.stride(0), vocab, KEY_SHIFT=_KEY_SHIFT[x.dtype], BLOCK=block, num_warps=num_warps,
+            out, out.stride(0), vocab, BLOCK=block, num_warps=num_warps,
         )
     return out
 
@@ -561,7 +593,7 @@ def _compile_for_target(arch: int = 90, dtypes: Sequence[torch.dtype] = SUPPORTE
                     "ent_ptr": "*fp32", "size_ptr": "*i64", "full_ptr": "*fp32", "rowmax_ptr": "*fp32",
                     "logzn_ptr": "*fp32", "cut_ptr": "*i32", "kind_ptr": "*i32", "passes_ptr": "*i32",
                 }
-                const = {"INCLUSIVE": inclusive, "P_IS_ONE": p_is_one, "KEY_SHIFT": _KEY_SHIFT[dt],
+                const = {"INCLUSIVE": inclusive, "P_IS_ONE": p_is_one,
                          "BLOCK": _BLOCK, "BLOCK_S": _BLOCK_S, "NPIV": _NPIV}
                 name = f"fwd_{tt[dt]}_{'incl' if inclusive else 'excl'}{'_p1' if p_is_one else ''}"
                 out[name] = triton.compile(ASTSource(kern.forward, sig, const), target=target,
@@ -572,7 +604,7 @@ def _compile_for_target(arch: int = 90, dtypes: Sequence[torch.dtype] = SUPPORTE
             "stride_out": "i32", "V": "i32",
         }
         out[f"bwd_{tt[dt]}"] = triton.compile(
-            ASTSource(kern.backward, sig, {"KEY_SHIFT": _KEY_SHIFT[dt], "BLOCK": _BLOCK}), target=target,
+            ASTSource(kern.backward, sig, {"BLOCK": _BLOCK}), target=target,
             options={"num_warps": _NUM_WARPS},
         )
     return out
