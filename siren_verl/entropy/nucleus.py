@@ -146,6 +146,22 @@ def _row_views(logits: Tensor) -> Iterator[tuple[int, Tensor]]:
 _DENSE, _SPARSE, _ZERO_GRAD, _NAN = 0, 1, 2, 3
 
 
+class _Workspace:
+    """Reusable ``[block, V]`` buffers, one per name: the per-block temporaries are allocated once per
+    call instead of once per block (fresh multi-MB allocations page-fault on every block)."""
+
+    def __init__(self, block: int, vocab: int, device: torch.device):
+        self.block, self.vocab, self.device = block, vocab, device
+        self.bufs: dict[str, Tensor] = {}
+
+    def get(self, name: str, dtype: torch.dtype, rows: int) -> Tensor:
+        buf = self.bufs.get(name)
+        if buf is None or buf.dtype != dtype or buf.shape[0] < rows:
+            buf = torch.empty(max(rows, self.block), self.vocab, dtype=dtype, device=self.device)
+            self.bufs[name] = buf
+        return buf[:rows]
+
+
 def _sanitize(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Rows whose max is not finite: +inf rows → their limit (0 on the +inf tokens, -inf elsewhere);
     all -inf rows and NaN rows → zeros (their results are overwritten). Returns a new tensor and the
@@ -174,10 +190,10 @@ def _member_sums(mass: Tensor, shifted: Tensor, member: Tensor) -> tuple[Tensor,
     return mass.sum(-1), (mass * shifted.double()).sum(-1)
 
 
-def _shifted(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor]:
+def _shifted(x: Tensor, row_max: Tensor, ws: _Workspace) -> tuple[Tensor, Tensor]:
     """s = z - max (<= 0), with -inf (from -inf logits or an overflowing range) clamped to _NEG_BIG so
     that 0 · s = 0; and the per-row flag of the rows that needed it ("robust" rows)."""
-    s = torch.sub(x, row_max.unsqueeze(-1))
+    s = torch.sub(x, row_max.unsqueeze(-1), out=ws.get("s", x.dtype, x.shape[0]))
     robust = ~torch.isfinite(row_max - x.amin(dim=-1))
     if bool(robust.any()):
         s.clamp_(min=_NEG_BIG)
@@ -191,7 +207,9 @@ def _float_bits(value: float, dtype: torch.dtype) -> int:
     return struct.unpack("<q", struct.pack("<d", value))[0]
 
 
-def _hist_threshold(x: Tensor, s: Tensor, e: Tensor, top_p: float, inclusive: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _hist_threshold(
+    x: Tensor, s: Tensor, e: Tensor, top_p: float, inclusive: bool, ws: _Workspace
+) -> tuple[Tensor, Tensor, Tensor]:
     """Exact threshold for rows with large nuclei, via a per-row mass histogram (see module doc).
 
     x: logits [r, V]; s = z - max (finite); e: the masses, exp(s) or softmax(z) (any common scale).
@@ -205,14 +223,17 @@ def _hist_threshold(x: Tensor, s: Tensor, e: Tensor, top_p: float, inclusive: bo
     first = _float_bits(-(2.0**_HIST_LOW_EXP), cdt) >> shift
     last = _float_bits(-(2.0**_HIST_HIGH_EXP), cdt) >> shift
     n_buckets = last - first + 1
-    q = torch.clamp(s, min=-(2.0**_HIST_HIGH_EXP), max=-(2.0**_HIST_LOW_EXP)).view(int_dt)
-    q.bitwise_right_shift_(shift).sub_(first)  # bucket ids in [0, n_buckets)
-    bucket = q.long()
-
     rows = x.shape[0]
+    q = torch.clamp(s, min=-(2.0**_HIST_HIGH_EXP), max=-(2.0**_HIST_LOW_EXP), out=ws.get("q", cdt, rows))
+    q = q.view(int_dt)
+    q.bitwise_right_shift_(shift).sub_(first)  # bucket ids in [0, n_buckets)
+    bucket = ws.get("bucket", torch.int64, rows)
+    bucket.copy_(q)
+
     hist = torch.zeros(rows, n_buckets, dtype=cdt, device=x.device).scatter_add_(1, bucket, e)
-    hist_s = torch.zeros_like(hist).scatter_add_(1, bucket, e * s)
-    del bucket
+    es = torch.mul(e, s, out=ws.get("tmp", cdt, rows))
+    hist_s = torch.zeros_like(hist).scatter_add_(1, bucket, es)
+    del bucket, es
     cum = hist.cumsum(-1, dtype=torch.float64)
     cum_s = hist_s.cumsum(-1, dtype=torch.float64)
     del hist, hist_s
@@ -223,10 +244,13 @@ def _hist_threshold(x: Tensor, s: Tensor, e: Tensor, top_p: float, inclusive: bo
     mass_above = torch.where(has_before, cum.gather(1, before).squeeze(-1), 0.0)
     smass_above = torch.where(has_before, cum_s.gather(1, before).squeeze(-1), 0.0)
 
-    in_bucket = q == b_star.to(int_dt).unsqueeze(-1)
+    in_bucket = torch.eq(q, b_star.to(int_dt).unsqueeze(-1), out=ws.get("in_bucket", torch.bool, rows))
     del q
-    k = int(in_bucket.sum(-1).max())
-    cand_val, cand_idx = torch.topk(torch.where(in_bucket, x, -math.inf), k, dim=-1)
+    k = int(in_bucket.view(torch.uint8).sum(-1, dtype=torch.int32).max())
+    neg_inf = torch.tensor(-math.inf, dtype=cdt, device=x.device)
+    cand = torch.where(in_bucket, x, neg_inf, out=ws.get("tmp", cdt, rows))
+    cand_val, cand_idx = torch.topk(cand, k, dim=-1)
+    del cand
     valid = in_bucket.gather(1, cand_idx)
     del in_bucket
     cand_e = torch.where(valid, e.gather(1, cand_idx), 0.0)
@@ -243,8 +267,10 @@ class _Rows:
     """Per-row results for all rows (flattened leading dims). Nucleus sums are relative to the row max:
     zn = Σ_N exp(s), sn = Σ_N exp(s)·s with s = z - max, so that H^p = log zn - sn / zn (SPEC §1)."""
 
-    def __init__(self, n: int, k: int, cdt: torch.dtype, dev: torch.device, need_stats: bool, need_sparse: bool):
+    def __init__(self, n: int, k: int, cdt: torch.dtype, dev: torch.device, need_stats: bool, need_sparse: bool,
+                 ws: _Workspace):
         f64 = torch.float64
+        self.ws = ws
         self.row_max = torch.empty(n, dtype=cdt, device=dev)
         self.theta_open = torch.empty(n, dtype=cdt, device=dev)
         self.zn = torch.empty(n, dtype=f64, device=dev)
@@ -299,9 +325,9 @@ def _fast_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: slice
     in_block = 2 * n_unresolved >= x.shape[0]
     s = None
     if res.size is not None or in_block:
-        s, res.robust[rows] = _shifted(x, row_max)
+        s, res.robust[rows] = _shifted(x, row_max, res.ws)
     if in_block:
-        t_h, zn_h, sn_h = _hist_threshold(x, s, pi, top_p, inclusive)
+        t_h, zn_h, sn_h = _hist_threshold(x, s, pi, top_p, inclusive, res.ws)
         theta_open = torch.where(unresolved, t_h, theta_open)
         zn = torch.where(unresolved, zn_h / pi_max, zn)
         sn = torch.where(unresolved, sn_h / pi_max, sn)
@@ -322,8 +348,9 @@ def _hist_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: Tenso
     row_max = res.row_max[rows]
     if bool(res.posinf[rows].any()):
         x, *_ = _sanitize(x, x.amax(dim=-1))
-    s, res.robust[rows] = _shifted(x, row_max)
-    theta_open, zn, sn = _hist_threshold(x, s, torch.exp(s), top_p, inclusive)
+    s, res.robust[rows] = _shifted(x, row_max, res.ws)
+    e = torch.exp(s, out=res.ws.get("e", s.dtype, s.shape[0]))
+    theta_open, zn, sn = _hist_threshold(x, s, e, top_p, inclusive, res.ws)
     res.theta_open[rows], res.zn[rows], res.sn[rows] = theta_open, zn, sn
     if res.size is not None:
         res.size[rows] = (x > theta_open.unsqueeze(-1)).sum(-1)
@@ -335,8 +362,8 @@ def _p_one_pass(x: Tensor, inclusive: bool, res: _Rows, rows: slice) -> None:
     if not bool(torch.isfinite(row_max).all()):
         x, res.nan[rows], res.posinf[rows], res.neginf[rows] = _sanitize(x, row_max)
         row_max = x.amax(dim=-1)
-    s, res.robust[rows] = _shifted(x, row_max)
-    e = torch.exp(s)
+    s, res.robust[rows] = _shifted(x, row_max, res.ws)
+    e = torch.exp(s, out=res.ws.get("e", s.dtype, s.shape[0]))
     theta_open = _open_threshold(torch.where(x == -math.inf, math.inf, x).amin(dim=-1), inclusive)
     member = x > theta_open.unsqueeze(-1)
     e_n = torch.where(member, e, 0.0)
@@ -356,8 +383,18 @@ def _index_blocks(index: Tensor, block: int) -> Iterator[tuple[Tensor, slice | N
         yield part, (slice(first, last + 1) if last - first + 1 == part.numel() else None)
 
 
-def _take_rows(rows: Tensor, part: Tensor, span: slice | None) -> Tensor:
-    return rows[span] if span is not None else rows.index_select(0, part)
+def _to_compute(x: Tensor, cdt: torch.dtype, ws: _Workspace) -> Tensor:
+    """x in the compute dtype (a workspace copy when the input is bf16/fp16)."""
+    return x if x.dtype == cdt else ws.get("x", cdt, x.shape[0]).copy_(x)
+
+
+def _take_rows(rows: Tensor, part: Tensor, span: slice | None, cdt: torch.dtype, ws: _Workspace) -> Tensor:
+    """The rows ``part`` (a slice view when consecutive) in the compute dtype."""
+    if span is not None:
+        return _to_compute(rows[span], cdt, ws)
+    if rows.dtype == cdt:
+        return torch.index_select(rows, 0, part, out=ws.get("x", cdt, part.numel()))
+    return _to_compute(rows.index_select(0, part), cdt, ws)
 
 
 class _Saved(NamedTuple):
@@ -379,22 +416,23 @@ def _run_forward(
     cdt = _compute_dtype(logits.dtype)
     dev = logits.device
     k = min(_FAST_TOPK, vocab)
-    res = _Rows(n_rows, k, cdt, dev, need_stats, need_sparse=need_backward and top_p < 1.0)
+    ws = _Workspace(block, vocab, dev)
+    res = _Rows(n_rows, k, cdt, dev, need_stats, need_backward and top_p < 1.0, ws)
 
     for start, seg in _row_views(logits):
         if top_p >= 1.0:
             for i in range(0, seg.shape[0], block):
                 x = seg[i : i + block]
-                _p_one_pass(x.to(cdt), inclusive, res, slice(start + i, start + i + x.shape[0]))
+                _p_one_pass(_to_compute(x, cdt, ws), inclusive, res, slice(start + i, start + i + x.shape[0]))
             continue
         for i in range(0, seg.shape[0], block):
             x = seg[i : i + block]
-            _fast_pass(x.to(cdt), top_p, inclusive, res, slice(start + i, start + i + x.shape[0]))
+            _fast_pass(_to_compute(x, cdt, ws), top_p, inclusive, res, slice(start + i, start + i + x.shape[0]))
         # phase 2: the unresolved rows of this segment, gathered into full blocks
         todo = (~res.resolved[start : start + seg.shape[0]]).nonzero().squeeze(-1)
         if todo.numel():
             for part, span in _index_blocks(todo, block):
-                _hist_pass(_take_rows(seg, part, span).to(cdt), top_p, inclusive, res, start + part)
+                _hist_pass(_take_rows(seg, part, span, cdt, ws), top_p, inclusive, res, start + part)
 
     # H^p = log zn - sn / zn; the row max is in N whenever N is non-empty, so zn >= 1 there
     nonempty = res.zn > 0
@@ -423,7 +461,7 @@ def _run_forward(
 # --------------------------------------------------------------------------------------------------
 
 
-def _dense_grad(x: Tensor, g: Tensor, p: _Saved, out: Tensor | None) -> Tensor:
+def _dense_grad(x: Tensor, g: Tensor, p: _Saved, out: Tensor | None, ws: _Workspace) -> Tensor:
     """SPEC §1: g · ∂H^p/∂z = -g · π̃ (log π̃ + H^p) on N = {z > theta_open}, 0 elsewhere.
 
     x: logits rows [r, V] in the compute dtype; p: the saved per-row values of these rows.
@@ -435,13 +473,13 @@ def _dense_grad(x: Tensor, g: Tensor, p: _Saved, out: Tensor | None) -> Tensor:
     if bool(p.robust.any()):
         # -inf logits / overflowing ranges: shift by the max and clamp, mask on the logits (9 passes)
         t = torch.sub(x, m, out=out).clamp_(min=_NEG_BIG).sub_(log_zn)  # log π̃, finite
-        u = torch.add(t, h)  # log π̃ + H^p
+        u = torch.add(t, h, out=ws.get("u", x.dtype, x.shape[0]))  # log π̃ + H^p
         t.exp_().mul_(u).mul_(-g)
         return t.masked_fill_(x <= theta, 0.0)
     # 6 passes: a = z - θ (its sign is exact: a > 0 ⇔ v ∈ N); log π̃ = a + κ with κ = θ - max - log Σ_N
     kappa = theta - m - log_zn
     a = torch.sub(x, theta, out=out)
-    u = torch.addcmul((kappa + h) * -g, a, -g)  # -g (log π̃ + H^p)
+    u = torch.addcmul((kappa + h) * -g, a, -g, out=ws.get("u", x.dtype, x.shape[0]))  # -g (log π̃ + H^p)
     torch.threshold_(a, 0.0, -math.inf)  # outside N: log π̃ = -inf, π̃ = 0
     return a.add_(kappa).exp_().mul_(u)
 
@@ -473,6 +511,7 @@ def _run_backward(logits: Tensor, grad_out: Tensor, saved: _Saved, block: int) -
     grad = alloc(logits.shape, dtype=logits.dtype, device=logits.device)
     grad_rows = grad.view(-1, vocab)
     g_all = grad_out.reshape(-1).to(cdt)
+    ws = _Workspace(block, vocab, logits.device)
     for start, seg in _row_views(logits):
         if saved.sparse_idx is not None:
             _sparse_grad_into(grad_rows, seg, start, g_all, saved)
@@ -481,11 +520,12 @@ def _run_backward(logits: Tensor, grad_out: Tensor, saved: _Saved, block: int) -
             for part, span in _index_blocks(dense, block):
                 rows = start + part
                 p = _rows_of(saved, rows)
-                x = _take_rows(seg, part, span).to(cdt)
+                x = _take_rows(seg, part, span, cdt, ws)
                 if span is not None and logits.dtype == cdt:  # straight into the gradient buffer
-                    _dense_grad(x, g_all[rows], p, grad_rows[start + span.start : start + span.stop])
+                    _dense_grad(x, g_all[rows], p, grad_rows[start + span.start : start + span.stop], ws)
                 else:
-                    grad_rows.index_copy_(0, rows, _dense_grad(x, g_all[rows], p, None).to(grad.dtype))
+                    res = _dense_grad(x, g_all[rows], p, ws.get("grad", cdt, x.shape[0]), ws)
+                    grad_rows.index_copy_(0, rows, res.to(grad.dtype))
         nan = (saved.kind[start : start + seg.shape[0]] == _NAN).nonzero().squeeze(-1)
         if nan.numel():
             grad_rows[start + nan] = math.nan
