@@ -114,6 +114,12 @@ def prepare_config(config) -> None:
 
     spec = method_spec_from_config(config)  # ConfigError names the entropy_control key
     check_trainer_settings(spec, trainer_settings(config))
+    with open_dict(config):
+        # the same adjustments the siren_sync trainer makes, visible in the printed config
+        if spec.parts["policy_loss"] != "verl":
+            config.actor_rollout_ref.actor.policy_loss.loss_mode = spec.parts["policy_loss"]
+        if spec.needs_loss:
+            config.actor_rollout_ref.actor.calculate_entropy = True
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     return spec
 
