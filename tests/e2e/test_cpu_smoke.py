@@ -1,0 +1,84 @@
+"""verl's real V1 trainer + SIREN end to end on CPU (the `cpu_smoke` preset), then a resume."""
+
+import json
+import os
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+# SPEC §8 metrics SIREN has every step, and those that need both kinds of responses in the batch
+SIREN_ALWAYS = [
+    "entropy/full_mean",
+    "entropy/full_p50",
+    "entropy/full_p90",
+    "entropy/full_p99",
+    "entropy/nucleus_mean",
+    "entropy/nucleus_size_mean",
+    "entropy/selected_frac",
+    "entropy/selected_mean",
+    "entropy/anchor",
+    "entropy/coef",
+    "entropy/reg_loss",
+]
+NOT_SIREN = ["entropy/target", "entropy/pos_adv_weight"]  # other methods' quantities: omitted, not 0
+
+
+def conditional_metrics(step: dict) -> list[str]:
+    """The SPEC §8 split metrics a step must have, given what its batch held."""
+    names = []
+    if step["critic/score/max"] >= 0.5:
+        names.append("entropy/full_mean_correct")
+    if step["critic/score/min"] < 0.5:
+        names.append("entropy/full_mean_incorrect")
+    if step["critic/advantages/max"] > 0:
+        names.append("entropy/full_mean_pos_adv")
+    if step["critic/advantages/min"] < 0:
+        names.append("entropy/full_mean_neg_adv")
+    return names
+
+
+def test_siren_three_steps_then_resume_one(tmp_path, toy_dir, e2e):
+    # ---- 3 steps, checkpoint at the last one ----
+    log = e2e.train(toy_dir, tmp_path, ["trainer.total_training_steps=3"], "run.log")
+    metrics_file = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke.jsonl"
+    steps = e2e.read_metrics(metrics_file)
+    assert sorted(steps) == [1, 2, 3], log[-3000:]
+
+    # rewards vary, so GRPO advantages are not all zero
+    assert any(s["critic/score/max"] > s["critic/score/min"] for s in steps.values())
+    for n, s in steps.items():
+        missing = [k for k in SIREN_ALWAYS + conditional_metrics(s) if k not in s]
+        assert not missing, f"step {n} lacks {missing}"
+        assert not [k for k in NOT_SIREN if k in s], f"step {n} logs another method's metric"
+        # response length 5 and q = 0.8: one token of five above the per-response 0.8 quantile
+        assert 0.15 <= s["entropy/selected_frac"] <= 0.3, s["entropy/selected_frac"]
+        assert s["entropy/coef"] == 0.005
+        assert 0 < s["entropy/nucleus_mean"] < s["entropy/full_mean"] + 1e-6
+    # the anchor is measured once, at step 1, on step 1's selected tokens, then never changes
+    anchor = steps[1]["entropy/anchor"]
+    assert anchor == pytest.approx(steps[1]["entropy/selected_mean"], rel=1e-6)
+    assert [s["entropy/anchor"] for s in steps.values()] == [anchor] * 3
+    # the console shows the entropy metrics every step
+    assert all(f"step:{n} -" in log for n in (1, 2, 3)) and log.count("entropy/anchor:") >= 3
+
+    ckpt = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke" / "checkpoints"
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
+    state = json.loads((ckpt / "global_step_3" / "entropy_control.json").read_text())
+    assert state["method"] == "siren" and state["anchor"] == anchor and state["steps_observed"] == 3
+    assert os.listdir(ckpt / "global_step_3" / "actor")
+
+    # ---- resume: one more step from global_step_3, the anchor restored, not re-measured ----
+    log2 = e2e.train(
+        toy_dir,
+        tmp_path,
+        ["trainer.total_training_steps=4", "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_ROOT=resumed"],
+        "resume.log",
+    )
+    resumed = e2e.read_metrics(tmp_path / "resumed" / "siren_verl_cpu" / "cpu_smoke.jsonl")
+    assert sorted(resumed) == [4], log2[-3000:]
+    assert "global_step_3" in log2  # verl: "Resuming from .../global_step_3"
+    assert resumed[4]["entropy/anchor"] == anchor
+    assert resumed[4]["entropy/selected_mean"] != anchor  # step 4's own batch, the anchor kept
+    state4 = json.loads((ckpt / "global_step_4" / "entropy_control.json").read_text())
+    assert state4["anchor"] == anchor and state4["steps_observed"] == 4

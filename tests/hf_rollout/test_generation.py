@@ -1,0 +1,234 @@
+"""rollout.name=hf: batched generation, the server (no Ray) and the registration with verl."""
+
+import asyncio
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    from siren_verl.toy import ensure_toy_assets
+
+    return ensure_toy_assets(str(tmp_path_factory.mktemp("toy")))
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(toy):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(toy.model)
+    model = AutoModelForCausalLM.from_pretrained(toy.model, dtype=torch.float32, attn_implementation="eager").eval()
+    return model, tok
+
+
+def prompt(tok, content):
+    msg = [{"role": "user", "content": content}]
+    return tok.apply_chat_template(msg, add_generation_prompt=True, tokenize=True)["input_ids"]
+
+
+def teacher_forced_logprobs(model, prompt_ids, token_ids):
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + token_ids])).logits[0].double()
+    lp = torch.log_softmax(logits, -1)[len(prompt_ids) - 1 : -1]
+    return lp.gather(-1, torch.tensor(token_ids)[:, None])[:, 0]
+
+
+def test_batched_generation_matches_one_row_at_a_time(model_and_tok):
+    # left padding, the KV cache and dropping finished rows must not change any row's log-probs
+    from siren_verl.verl_glue.hf_rollout import BatchGenerator, GenerationRequest
+
+    model, tok = model_and_tok
+    gen = BatchGenerator(model, tok.pad_token_id, [tok.eos_token_id], seed=0)
+    prompts = [prompt(tok, c) for c in ("3 + 1 =", "7 * 8 =", "1 =", "9 - 9 - 9 - 9 =", "2")]
+    reqs = [GenerationRequest(p, max_tokens=1 + 3 * i, want_logprobs=True) for i, p in enumerate(prompts * 3)]
+    gen.run(reqs)
+    lengths = set()
+    for r in reqs:
+        assert 1 <= len(r.token_ids) <= r.max_tokens and r.stop_reason == "completed"
+        assert len(r.log_probs) == len(r.token_ids)
+        eos_at = [i for i, t in enumerate(r.token_ids) if t == tok.eos_token_id]
+        assert eos_at in ([], [len(r.token_ids) - 1])  # stops right after EOS, which is returned
+        if not eos_at:
+            assert len(r.token_ids) == r.max_tokens
+        ref = teacher_forced_logprobs(model, r.prompt_ids, r.token_ids)
+        assert torch.allclose(torch.tensor(r.log_probs, dtype=torch.float64), ref, atol=1e-5)
+        lengths.add(len(r.token_ids))
+    assert len(lengths) > 2  # rows really finished at different steps
+
+
+def test_greedy_batch_equals_greedy_single_rows(model_and_tok):
+    from siren_verl.verl_glue.hf_rollout import BatchGenerator, GenerationRequest
+
+    model, tok = model_and_tok
+    prompts = [prompt(tok, c) for c in ("3 + 1 =", "4 - 2 =", "8 =")]
+    gen = BatchGenerator(model, tok.pad_token_id, [], seed=0)  # no EOS: always max_tokens
+    batch = [GenerationRequest(p, max_tokens=6, temperature=0.0) for p in prompts]
+    gen.run(batch)
+    for p, r in zip(prompts, batch, strict=True):
+        single = GenerationRequest(p, max_tokens=6, temperature=0.0)
+        gen.run([single])
+        assert single.token_ids == r.token_ids and len(r.token_ids) == 6
+
+
+def test_stop_tokens_ignore_eos_min_tokens_and_abort(model_and_tok):
+    from siren_verl.verl_glue.hf_rollout import BatchGenerator, GenerationRequest
+
+    model, tok = model_and_tok
+    p = prompt(tok, "3 + 1 =")
+    vocab = list(range(len(tok)))
+    gen = BatchGenerator(model, tok.pad_token_id, [tok.eos_token_id], seed=1)
+    # every token is a stop token: exactly one token is generated
+    reqs = [GenerationRequest(p, max_tokens=5, stop_token_ids=tuple(vocab)) for _ in range(8)]
+    gen.run(reqs)
+    assert all(len(r.token_ids) == 1 for r in reqs)
+    # ...unless min_tokens holds them back: no stop token among the first 3 (vLLM semantics)
+    free = tok.convert_tokens_to_ids("7")
+    stops = tuple(v for v in vocab if v != free)
+    reqs = [GenerationRequest(p, max_tokens=5, stop_token_ids=stops, min_tokens=3) for _ in range(8)]
+    gen.run(reqs)
+    assert all(r.token_ids[:3] == [free] * 3 and len(r.token_ids) >= 4 for r in reqs)
+    assert any(r.token_ids[3] != free for r in reqs)
+    # ignore_eos: EOS does not stop the row
+    gen_eos_only = BatchGenerator(model, tok.pad_token_id, vocab, seed=2)
+    reqs = [GenerationRequest(p, max_tokens=4, ignore_eos=True) for _ in range(8)]
+    gen_eos_only.run(reqs)
+    assert all(len(r.token_ids) == 4 for r in reqs)
+    # abort: unfinished rows stop with stop_reason "aborted"
+    gen.abort.set()
+    reqs = [GenerationRequest(p, max_tokens=4) for _ in range(3)]
+    gen.run(reqs)
+    assert all(r.stop_reason == "aborted" and r.token_ids == [] for r in reqs)
+
+
+def test_repetition_penalty_is_applied_to_prompt_and_output_tokens(model_and_tok):
+    # greedy with a penalty: every step's choice is the argmax of the hand-penalised logits
+    from siren_verl.verl_glue.hf_rollout import BatchGenerator, GenerationRequest
+
+    model, tok = model_and_tok
+    p = prompt(tok, "3 + 1 =")
+    gen = BatchGenerator(model, tok.pad_token_id, [], seed=0)
+    req = GenerationRequest(p, max_tokens=4, temperature=0.0, repetition_penalty=3.0)
+    gen.run([req])
+    seen = set(p)
+    for t, chosen in enumerate(req.token_ids):
+        with torch.no_grad():
+            logits = model(torch.tensor([p + req.token_ids[:t]])).logits[0, -1].double()
+        for v in seen:
+            logits[v] = logits[v] / 3.0 if logits[v] > 0 else logits[v] * 3.0
+        assert chosen == int(logits.argmax())
+        seen.add(chosen)
+
+
+# ---------------------------------------------------------------------------------------------
+# the server, driven directly (its methods are plain coroutines; Ray only wraps them)
+# ---------------------------------------------------------------------------------------------
+def make_server(toy, **rollout_overrides):
+    from verl.workers.config import HFModelConfig, RolloutConfig
+
+    from siren_verl.verl_glue.hf_rollout import HFGenerationServer
+
+    rollout = dict(
+        name="hf",
+        prompt_length=32,
+        response_length=5,
+        tensor_model_parallel_size=1,
+        calculate_log_probs=True,
+        engine_kwargs={"hf": {"num_threads": 1, "batch_wait_ms": 20, "attn_implementation": "eager"}},
+    )
+    rollout.update(rollout_overrides)
+    return HFGenerationServer(RolloutConfig(**rollout), HFModelConfig(path=toy.model), replica_rank=0)
+
+
+def test_server_batches_concurrent_requests_and_answers_each(toy, model_and_tok):
+    _, tok = model_and_tok
+    server = make_server(toy)
+    calls = []
+    original = server.batcher.run
+    server.batcher.run = lambda reqs: (calls.append(len(reqs)), original(reqs))[1]
+    sp = dict(temperature=1.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, logprobs=True)
+
+    async def main():
+        prompts = [prompt(tok, f"{i % 10} + 1 =") for i in range(24)]
+        outs = await asyncio.gather(*[server.generate(p, dict(sp), f"r{i}") for i, p in enumerate(prompts)])
+        return outs
+
+    outs = asyncio.run(main())
+    assert len(outs) == 24 and sum(calls) == 24 and len(calls) < 24  # micro-batched
+    for out in outs:
+        assert 1 <= len(out.token_ids) <= 5  # max_tokens from rollout.response_length
+        assert len(out.log_probs) == len(out.token_ids)
+        assert out.stop_reason == "completed" and out.extra_fields["global_steps"] == 0
+
+
+def test_server_weight_update_is_strict_and_sets_the_version(toy):
+    server = make_server(toy)
+    model = server.batcher.model
+    new = {k: torch.full_like(v, 0.01) for k, v in model.state_dict().items()}
+    items = list(new.items())
+
+    async def main():
+        await server.load_weights(items[: len(items) // 2])
+        await server.load_weights(items[len(items) // 2 :])
+        info = await server.finish_weight_update(global_steps=7)
+        checksum = await server.get_weights_checksum()
+        with pytest.raises(KeyError, match="unknown tensors"):
+            await server.load_weights([("not.a.weight", torch.zeros(1))])
+            await server.finish_weight_update(global_steps=8)
+        with pytest.raises(KeyError, match="misses tensors"):
+            await server.load_weights(items[:1])
+            await server.finish_weight_update(global_steps=9)
+        return info, checksum
+
+    info, checksum = asyncio.run(main())
+    assert info == {"n_tensors": len(items), "weight_version": 1}
+    assert checksum == pytest.approx(0.01 * sum(v.numel() for v in new.values()), rel=1e-4)
+    assert server.global_steps == 7
+
+
+def test_server_abort_pauses_and_resume_restarts(toy, model_and_tok):
+    _, tok = model_and_tok
+    server = make_server(toy)
+    p = prompt(tok, "1 + 1 =")
+
+    async def main():
+        await server.abort_all_requests(reject_request=True)
+        rejected = await server.generate(p, {}, "a")
+        await server.abort_all_requests()
+        waiting = asyncio.ensure_future(server.generate(p, {}, "b"))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # parked until resume_generation
+        await server.resume_generation()
+        return rejected, await asyncio.wait_for(waiting, 60)
+
+    rejected, resumed = asyncio.run(main())
+    assert rejected.stop_reason == "aborted" and rejected.token_ids == []
+    assert resumed.stop_reason == "completed" and len(resumed.token_ids) >= 1
+
+
+def test_server_rejects_multimodal_and_unknown_params(toy):
+    server = make_server(toy)
+    with pytest.raises(NotImplementedError, match="text only"):
+        asyncio.run(server.generate([1, 2], {}, "x", image_data=[object()]))
+    with pytest.raises(ValueError, match="best_of"):
+        asyncio.run(server.generate([1, 2], {"best_of": 3}, "x"))
+
+
+def test_registered_with_verl():
+    from verl.workers.rollout.base import BaseRollout, get_rollout_class
+    from verl.workers.rollout.replica import RolloutReplica, get_rollout_replica_class
+
+    from siren_verl.verl_glue import hf_rollout
+
+    hf_rollout.register()
+    assert hf_rollout.is_registered()
+    adapter = get_rollout_class("hf", "async")
+    assert issubclass(adapter, BaseRollout) and adapter.__name__ == "HFServerAdapter"
+    replica = get_rollout_replica_class("hf")
+    assert issubclass(replica, RolloutReplica) and not replica(0, _rollout_config(), {}).rollout_worker_use_gpu()
+
+
+def _rollout_config():
+    from verl.workers.config import RolloutConfig
+
+    return RolloutConfig(name="hf", tensor_model_parallel_size=1)
