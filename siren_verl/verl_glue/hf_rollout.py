@@ -17,7 +17,8 @@ Three pieces plug into verl 0.9.1's server-mode rollout interfaces (no verl sour
 * `HFServerAdapter` -- the `BaseRollout` that lives in verl's `ActorRolloutRefWorker`: on each weight
   sync (checkpoint engine `naive`, what the V1 sync trainer uses) every rank drains the FSDP engine's
   full-tensor generator (a collective) and the replica's rank 0 ships the tensors to its server in
-  buckets of `checkpoint_engine.update_weights_bucket_megabytes`.
+  buckets of `checkpoint_engine.update_weights_bucket_megabytes` (copied into the model bucket by
+  bucket; the sync fails loudly on an unknown or a missing tensor name).
 
 Options (all optional) under `actor_rollout_ref.rollout.engine_kwargs.hf`:
   `dtype` (default "float32"), `attn_implementation` (default: the actor's
@@ -415,7 +416,7 @@ class HFGenerationServer:
         self._model_lock: asyncio.Lock | None = None
         self._gate: asyncio.Event | None = None  # cleared while generation is paused (abort)
         self._reject = False
-        self._staged: dict[str, torch.Tensor] = {}
+        self._loaded: set[str] = set()  # tensor names received in the current weight sync
 
     def _max_batch_rows(self) -> int:
         per_row = self.config.prompt_length + self.config.response_length
@@ -500,29 +501,32 @@ class HFGenerationServer:
 
     # ---- weights ----
     async def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]):
-        """Stage one bucket of weights (applied by `finish_weight_update`)."""
+        """Copy one bucket of weights into the model (strict about names; applied at once, so the
+        server never holds a second full copy). `finish_weight_update` checks that every tensor
+        arrived. Generation is paused meanwhile (verl sleeps or aborts the replica first)."""
         self._ensure_loop_state()
-        for name, tensor in named_tensors:
-            self._staged[name] = tensor
+        async with self._model_lock:
+            model = self.batcher.model
+            _, unexpected = model.load_state_dict(dict(named_tensors), strict=False)
+            if unexpected:
+                raise KeyError(f"rollout.name=hf: weight update has unknown tensors {unexpected[:5]}")
+            self._loaded.update(name for name, _ in named_tensors)
         return len(named_tensors)
 
     async def finish_weight_update(self, global_steps: int | None = None):
-        """Load every staged tensor into the model (strict: no unknown names)."""
+        """End of one weight sync: every model tensor must have arrived since the last one."""
         self._ensure_loop_state()
         async with self._model_lock:
-            staged, self._staged = self._staged, {}
+            loaded, self._loaded = self._loaded, set()
             model = self.batcher.model
-            missing, unexpected = model.load_state_dict(staged, strict=False)
-            if unexpected:
-                raise KeyError(f"rollout.name=hf: weight update has unknown tensors {unexpected[:5]}")
             tied = set(getattr(model, "_tied_weights_keys", None) or [])
-            real_missing = [k for k in missing if k not in tied]
-            if staged and real_missing:
-                raise KeyError(f"rollout.name=hf: weight update misses tensors {real_missing[:5]}")
+            missing = sorted(set(model.state_dict()) - loaded - tied)
+            if missing:
+                raise KeyError(f"rollout.name=hf: weight update misses tensors {missing[:5]}")
             self.weight_version += 1
             if global_steps is not None:
                 self.global_steps = int(global_steps)
-        return {"n_tensors": len(staged), "weight_version": self.weight_version}
+        return {"n_tensors": len(loaded), "weight_version": self.weight_version}
 
     async def get_weights_checksum(self) -> float:
         """Sum of all parameters in float64 (tests compare it with the actor's)."""

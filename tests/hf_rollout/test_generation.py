@@ -168,22 +168,23 @@ def test_server_weight_update_is_strict_and_sets_the_version(toy):
     items = list(new.items())
 
     async def main():
+        # two buckets, then the end of the sync
         await server.load_weights(items[: len(items) // 2])
         await server.load_weights(items[len(items) // 2 :])
         info = await server.finish_weight_update(global_steps=7)
         checksum = await server.get_weights_checksum()
         with pytest.raises(KeyError, match="unknown tensors"):
             await server.load_weights([("not.a.weight", torch.zeros(1))])
-            await server.finish_weight_update(global_steps=8)
+        # a sync that delivered only one tensor is refused, and the step is not advanced
+        await server.load_weights(items[:1])
         with pytest.raises(KeyError, match="misses tensors"):
-            await server.load_weights(items[:1])
             await server.finish_weight_update(global_steps=9)
         return info, checksum
 
     info, checksum = asyncio.run(main())
     assert info == {"n_tensors": len(items), "weight_version": 1}
     assert checksum == pytest.approx(0.01 * sum(v.numel() for v in new.values()), rel=1e-4)
-    assert server.global_steps == 7
+    assert server.global_steps == 7 and server.weight_version == 1
 
 
 def test_server_abort_pauses_and_resume_restarts(toy, model_and_tok):
