@@ -112,11 +112,8 @@ def probe_worker(worker_dict_actor) -> dict:
     }
 
 
-def verify_workers(worker_group, spec: MethodSpec) -> list[dict]:
-    import ray
-
-    handles = getattr(worker_group, "_workers", [])
-    reports = ray.get([h.__ray_call__.remote(probe_worker) for h in handles])
+def check_worker_reports(reports: list[dict], spec: MethodSpec) -> None:
+    """Raise with a message saying why, when a worker lacks the plugin or the logits hook."""
     for rank, report in enumerate(reports):
         if not report["plugin_registered"]:
             raise RuntimeError(
@@ -133,6 +130,15 @@ def verify_workers(worker_group, spec: MethodSpec) -> list[dict]:
                     f"SirenFSDPEngineWithLMHead; {ROOT}.method={spec.method} needs the logits hook "
                     "(strategy fsdp/fsdp2 on a cpu/cuda/npu platform)"
                 )
+
+
+def verify_workers(worker_group, spec: MethodSpec) -> list[dict]:
+    """Ask every actor worker (Ray `__ray_call__`, no verl worker method needed) and check."""
+    import ray
+
+    handles = getattr(worker_group, "_workers", [])
+    reports = ray.get([h.__ray_call__.remote(probe_worker) for h in handles])
+    check_worker_reports(reports, spec)
     return reports
 
 

@@ -1,0 +1,77 @@
+"""Pure helpers of the siren_sync trainer: the start-up worker check, the run directory of the
+forking-token report, the settings read off verl's config."""
+
+import types
+
+import pytest
+from omegaconf import OmegaConf
+
+from siren_verl.methods.config import parse_entropy_control, resolve
+from siren_verl.verl_glue.trainer import (
+    _as_list,
+    check_worker_reports,
+    forking_report_dir,
+    probe_worker,
+    trainer_settings,
+)
+
+SIREN = resolve(parse_entropy_control({"method": "siren"}))
+PAR = resolve(parse_entropy_control({"method": "par"}))
+
+
+def _report(registered=True, engines=None):
+    return {"plugin_registered": registered, "pid": 123,
+            "engines": {"actor_rollout": ("SirenFSDPEngineWithLMHead", True)} if engines is None else engines}
+
+
+def test_good_workers_pass():
+    check_worker_reports([_report(), _report()], SIREN)
+
+
+def test_worker_without_plugin_stops_the_run_with_the_reason():
+    with pytest.raises(RuntimeError, match="plugin is not registered in actor worker rank 1.*entry point"):
+        check_worker_reports([_report(), _report(registered=False)], SIREN)
+
+
+def test_worker_with_verl_engine_stops_a_logits_method():
+    plain = {"actor_rollout": ("FSDPEngineWithLMHead", False)}
+    with pytest.raises(RuntimeError, match="runs engine .*FSDPEngineWithLMHead.*logits hook"):
+        check_worker_reports([_report(engines=plain)], SIREN)
+    check_worker_reports([_report(engines=plain)], PAR)  # PAR needs no logits hook
+
+
+def test_probe_worker_reads_the_engines_of_a_worker_dict():
+    engine = type("SirenFSDPEngineWithLMHead", (), {"siren_verl_engine": True})()
+    worker = types.SimpleNamespace(actor=types.SimpleNamespace(engine=engine))
+    report = probe_worker(types.SimpleNamespace(worker_dict={"actor_rollout": worker}))
+    assert report["engines"] == {"actor_rollout": ("SirenFSDPEngineWithLMHead", True)}
+    import siren_verl.verl_glue.plugin  # noqa: F401
+
+    assert probe_worker(types.SimpleNamespace(worker_dict={}))["plugin_registered"]
+
+
+def test_forking_report_dir_follows_verls_file_logger(monkeypatch, tmp_path):
+    config = OmegaConf.create({"trainer": {"project_name": "proj"}})
+    monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(tmp_path / "run" / "metrics.jsonl"))
+    assert forking_report_dir(config) == str(tmp_path / "run")
+    monkeypatch.delenv("VERL_FILE_LOGGER_PATH")
+    monkeypatch.setenv("VERL_FILE_LOGGER_ROOT", str(tmp_path))
+    assert forking_report_dir(config) == str(tmp_path / "proj")
+
+
+def test_as_list_handles_verl_non_tensor_fields():
+    import numpy as np
+
+    assert _as_list(np.array(["a", "b"], dtype=object)) == ["a", "b"]
+    assert _as_list(["a", "b"]) == ["a", "b"]
+
+
+def test_trainer_settings_reads_verl_keys():
+    from siren_verl.main import compose_config
+
+    config = compose_config(["actor_rollout_ref.model.use_fused_kernels=True", "trainer.use_v1=False"])
+    settings = trainer_settings(config)
+    assert settings["actor_rollout_ref.model.use_fused_kernels"] is True
+    assert settings["trainer.use_v1"] is False
+    assert settings["trainer.v1.trainer_mode"] == "siren_sync"
+    assert settings["actor_rollout_ref.actor.policy_loss.loss_mode"] == "vanilla"
