@@ -19,21 +19,27 @@ row's logits) with ``F(x) ≥ p`` — every value above ``θ`` belongs to the st
 Comparisons are made on the logits (``π(u) = π(v) ⇔ z_u = z_v``), so ties are exact: with the exclusive
 boundary every token tied with ``θ`` is out, with the inclusive boundary every one is in.
 
-1. Fast path: ``torch.topk`` of a few logits per row. When their cumulative mass reaches ``p`` the
-   threshold, the nucleus and its sums all come from those k values (the nucleus is a prefix of them),
-   and the backward only scatters k gradients.
-2. Otherwise (large nuclei, e.g. near-uniform rows): a per-row mass histogram over buckets of the
-   distance ``m - z`` from the row max. The buckets are the high bits of that float's IEEE
-   representation (monotone in the value, logarithmic resolution), so bucket order is logit order.
-   The cumulative histogram gives the bucket holding ``θ``; only the logits of that bucket are
-   top-k'd to place ``θ`` exactly. Sums over buckets above it are taken from the histogram.
-3. ``p == 1``: ``θ`` is the smallest finite logit (the last token with ``π > 0``), masked sums.
+Rows are processed in blocks of ``chunk_size`` rows (default: about 2**22 logits per block), forward and
+backward, so the extra memory is O(chunk_size · V) whatever the number of tokens:
+
+1. Fast pass, every block: ``softmax`` and ``torch.topk`` of 64 logits per row. When the top-64 mass
+   reaches ``p``, the threshold, the nucleus (a prefix of those 64) and its sums come from them; the
+   backward of such a row only writes its few nucleus gradients into a zeroed gradient.
+2. Histogram pass, rows whose nucleus is larger (near-uniform rows): a per-row mass histogram over
+   buckets of the distance ``max - z``. The buckets are the high bits of that float's IEEE
+   representation (monotone in the value, 512 buckets per binade), so bucket order is logit order.
+   The cumulative histogram gives the bucket holding ``θ``; only that bucket's logits are top-k'd to
+   place ``θ`` exactly, and the sums over the buckets above it come from the histogram. It runs inside
+   the block when most of its rows need it, otherwise on the left-over rows gathered into full blocks.
+   The backward of these rows is a dense 6-pass formula over the block.
+3. ``p == 1``: ``θ`` is the smallest finite logit (the last token with ``π > 0``); masked sums.
 
 Numerics: logits are upcast to float32 (float64 stays float64); the output is float32 (float64 for
-float64 input). Probabilities are float32 ``exp(z - max)`` values, all cumulative masses are
-accumulated in float64. The crossing ``c_j ≥ p`` is decided on those values, so when some ``c_j`` lies
-within float32 rounding (~1e-7) of ``p`` the nucleus can differ by that token from an exact-arithmetic
-computation; the entropy changes by the same ~1e-7 order.
+float64 input). The crossing ``c_j ≥ p`` is decided on float32 probabilities (``softmax``, or
+``exp(z - max)``) accumulated in float64 against ``p`` times their accurately summed total; when some
+``c_j`` lies within that rounding (~1e-7 relative) of ``p``, the nucleus can differ by that one token
+from an exact-arithmetic computation. Nucleus sums are float64 over float32 terms (fast path: float64
+``exp`` of the logit differences), so ``H^p`` is accurate to ~1e-7 relative.
 
 Special rows (documented behaviour, never NaN for non-NaN input):
 * ``-inf`` logits have probability 0 and are never in the nucleus.
@@ -63,9 +69,10 @@ BOUNDARIES = ("exclusive", "inclusive")
 
 # Fast path: logits per row taken by the first torch.topk.
 _FAST_TOPK = 64
-# chunk_size=None: rows per block chosen so a block holds about this many logits (the block's working
-# set then stays in the last-level cache on a CPU; on a GPU it bounds the extra memory the same way).
-_AUTO_BLOCK_LOGITS = 1 << 20
+# chunk_size=None: rows per block chosen so a block holds about this many logits: ~16 MiB per float32
+# temporary, ~150 MiB of temporaries at most. Larger blocks mean fewer (parallel) ops per call, which
+# matters most on a loaded CPU; the single-thread cost hardly changes between 2**20 and 2**22.
+_AUTO_BLOCK_LOGITS = 1 << 22
 # Histogram buckets: distance d = max - z >= 0 bucketed by the high bits of its float representation.
 # _HIST_MANTISSA_BITS mantissa bits are kept (2**9 buckets per binade); distances below 2**_HIST_LOW_EXP
 # share bucket 0, distances of 2**_HIST_HIGH_EXP and more (probability < e**-128, zero in float32)
@@ -128,10 +135,12 @@ def _row_views(logits: Tensor) -> Iterator[tuple[int, Tensor]]:
         yield 0, logits.unsqueeze(0)
         return
     try:
-        yield 0, logits.view(-1, vocab)
-        return
+        flat = logits.view(-1, vocab)
     except RuntimeError:
-        pass
+        flat = None
+    if flat is not None:
+        yield 0, flat
+        return
     rows_per_item = math.prod(logits.shape[1:-1])
     for i, item in enumerate(logits.unbind(0)):
         for start, rows in _row_views(item):
@@ -225,15 +234,14 @@ def _hist_threshold(
     n_buckets = last - first + 1
     rows = x.shape[0]
     q = torch.clamp(s, min=-(2.0**_HIST_HIGH_EXP), max=-(2.0**_HIST_LOW_EXP), out=ws.get("q", cdt, rows))
-    q = q.view(int_dt)
-    q.bitwise_right_shift_(shift).sub_(first)  # bucket ids in [0, n_buckets)
-    bucket = ws.get("bucket", torch.int64, rows)
-    bucket.copy_(q)
+    bucket = torch.bitwise_right_shift(q.view(int_dt), shift, out=ws.get("bucket", torch.int64, rows))
+    bucket.sub_(first)  # bucket ids in [0, n_buckets)
+    del q
 
     hist = torch.zeros(rows, n_buckets, dtype=cdt, device=x.device).scatter_add_(1, bucket, e)
     es = torch.mul(e, s, out=ws.get("tmp", cdt, rows))
     hist_s = torch.zeros_like(hist).scatter_add_(1, bucket, es)
-    del bucket, es
+    del es
     cum = hist.cumsum(-1, dtype=torch.float64)
     cum_s = hist_s.cumsum(-1, dtype=torch.float64)
     del hist, hist_s
@@ -244,8 +252,8 @@ def _hist_threshold(
     mass_above = torch.where(has_before, cum.gather(1, before).squeeze(-1), 0.0)
     smass_above = torch.where(has_before, cum_s.gather(1, before).squeeze(-1), 0.0)
 
-    in_bucket = torch.eq(q, b_star.to(int_dt).unsqueeze(-1), out=ws.get("in_bucket", torch.bool, rows))
-    del q
+    in_bucket = torch.eq(bucket, b_star.unsqueeze(-1), out=ws.get("in_bucket", torch.bool, rows))
+    del bucket
     k = int(in_bucket.view(torch.uint8).sum(-1, dtype=torch.int32).max())
     neg_inf = torch.tensor(-math.inf, dtype=cdt, device=x.device)
     cand = torch.where(in_bucket, x, neg_inf, out=ws.get("tmp", cdt, rows))
