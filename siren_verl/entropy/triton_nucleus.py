@@ -76,9 +76,10 @@ ROW_NORMAL, ROW_ZERO_GRAD, ROW_NAN = 0, 1, 2
 
 # Launch configuration. BLOCK: logits per step of the streaming passes (pass A, nucleus pass,
 # backward). BLOCK_S x NPIV: the tile of the search passes (logits x pivots).
-_BLOCK = 4096
-_BLOCK_S = 512
+_BLOCK = 2048
+_BLOCK_S = 256
 _NPIV = 16
+_GROUP = 16  # search blocks summed per lane before a cross-program reduction
 _NUM_WARPS = 8
 
 _TRUTHY = ("1", "true", "yes", "on", "y")
@@ -154,8 +155,10 @@ def _nucleus_fwd_kernel(
     x_ptr, stride_x, V, p_hi, p_lo, log_1mp,
     ent_ptr, size_ptr, full_ptr, rowmax_ptr, logzn_ptr, cut_ptr, kind_ptr, passes_ptr,
     INCLUSIVE: tl.constexpr, P_IS_ONE: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCK_S: tl.constexpr, NPIV: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_S: tl.constexpr, NPIV: tl.constexpr, GROUP: tl.constexpr,
 ):
+    # Sums are kept per lane (vectors) and reduced across the program once at the end of a pass, so the
+    # streaming loops do no cross-thread reduction per block except where a per-block scalar is needed.
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_x
     offs = tl.arange(0, BLOCK)
@@ -167,21 +170,18 @@ def _nucleus_fwd_kernel(
     n_at_max = 0  # logits equal to m
     m2 = NEG_INF  # largest finite logit below m
     n_at_m2 = 0
-    z_sum = 0.0  # Σ exp(z - m)
-    s_sum = 0.0  # Σ exp(z - m) (z - m)
-    z_min = POS_INF  # smallest finite logit
-    n_nan = 0
-    n_pinf = 0
-    n_fin = 0
+    z_vec = tl.zeros([BLOCK], dtype=tl.float32)  # per lane: Σ exp(z - m)
+    s_vec = tl.zeros([BLOCK], dtype=tl.float32)  # per lane: Σ exp(z - m) (z - m)
+    bad_vec = tl.zeros([BLOCK], dtype=tl.int32)  # per lane: a NaN or +inf was seen
+    zmin_vec = tl.full([BLOCK], POS_INF, dtype=tl.float32)  # per lane: smallest finite logit
     for start in range(0, V, BLOCK):
         idx = start + offs
         x = tl.load(x_row + idx, mask=idx < V, other=NEG_INF).to(tl.float32)
         fin = tl.abs(x) < POS_INF  # False for ±inf and NaN
-        n_nan += tl.sum((x != x).to(tl.int32), 0)
-        n_pinf += tl.sum((x == POS_INF).to(tl.int32), 0)
-        n_fin += tl.sum(fin.to(tl.int32), 0)
+        bad_vec = bad_vec | ((x != x) | (x == POS_INF)).to(tl.int32)
         xf = tl.where(fin, x, NEG_INF)
-        z_min = tl.minimum(z_min, tl.min(tl.where(fin, x, POS_INF), 0))
+        if P_IS_ONE:
+            zmin_vec = tl.minimum(zmin_vec, tl.where(fin, x, POS_INF))
         # the two largest distinct finite values and their counts: merge the block's into the running
         b1 = tl.max(xf, 0)
         c1 = tl.sum((xf == b1).to(tl.int32), 0)
@@ -202,12 +202,23 @@ def _nucleus_fwd_kernel(
         alpha = tl.exp(m_old - m_ref)
         d = tl.where(fin, x - m_ref, 0.0)
         e = tl.where(fin, tl.exp(d), 0.0)
-        s_sum = alpha * (s_sum + z_sum * (m_old - m_ref)) + tl.sum(e * d, 0)
-        z_sum = alpha * z_sum + tl.sum(e, 0)
+        s_vec = alpha * (s_vec + z_vec * (m_old - m_ref)) + e * d
+        z_vec = alpha * z_vec + e
         m = m_new
+    z_sum = tl.sum(z_vec, 0)
+    s_sum = tl.sum(s_vec, 0)
+    z_min = tl.min(zmin_vec, 0)
+    n_nan = 0
+    n_pinf = 0
+    if tl.sum(bad_vec, 0) > 0:  # rare: count the NaN and +inf logits
+        for start in range(0, V, BLOCK):
+            idx = start + offs
+            x = tl.load(x_row + idx, mask=idx < V, other=NEG_INF).to(tl.float32)
+            n_nan += tl.sum((x != x).to(tl.int32), 0)
+            n_pinf += tl.sum((x == POS_INF).to(tl.int32), 0)
 
     # ---- defaults: the special rows (see module doc) -------------------------------------------------
-    normal = (n_nan == 0) & (n_pinf == 0) & (n_fin > 0)
+    normal = (n_nan == 0) & (n_pinf == 0) & (m > NEG_INF)
     log_npinf = tl.log(tl.maximum(n_pinf.to(tl.float32), 1.0))
     full = tl.where(n_pinf > 0, log_npinf, 0.0)
     if INCLUSIVE:
@@ -244,12 +255,12 @@ def _nucleus_fwd_kernel(
         elif f2 >= target:
             theta = key2  # the two largest values hold p: no search
         else:
-            # search passes over [lo, hi) with F(lo) >= p Z > F(hi) = mass_hi
-            x_lo = m + log_1mp + tl.log(z_sum / n_fin.to(tl.float32)) - 1.0
+            # search passes over [lo, hi) with F(lo) >= p Z > F(hi) = mass_hi. The mass below
+            # x_lo = m + log((1-p) Z / V) - 1 is at most V e^(x_lo - m) < (1-p) Z, so theta >= x_lo;
+            # x_lo rounded to the storage dtype stays <= theta (theta is a stored value >= x_lo).
+            x_lo = m + log_1mp + tl.log(z_sum / V) - 1.0
             hi = key2.to(tl.int64)
-            # x_lo rounded to the storage dtype: either neighbour is <= theta (a stored value >= x_lo)
-            lo = tl.maximum(_monotone_key(x_lo.to(in_dt)), _monotone_key(z_min.to(in_dt))).to(tl.int64)
-            lo = tl.minimum(lo, hi - 1)
+            lo = tl.minimum(_monotone_key(x_lo.to(in_dt)).to(tl.int64), hi - 1)
             mass_hi = f2
             piv_i = tl.arange(0, NPIV)
             offs_s = tl.arange(0, BLOCK_S)
@@ -259,20 +270,25 @@ def _nucleus_fwd_kernel(
                 lo32 = lo.to(tl.int32)
                 hi32 = hi.to(tl.int32)
                 f = tl.zeros([NPIV], dtype=tl.float64)  # Σ e over keys in [piv_i, hi)
-                k_min = hi32  # smallest / largest key inside [lo, hi)
-                k_max = lo32 - 1
-                for start in range(0, V, BLOCK_S):
-                    idx = start + offs_s
-                    x_in = tl.load(x_row + idx, mask=idx < V, other=NEG_INF)
-                    key = _monotone_key(x_in)
-                    x = x_in.to(tl.float32)
-                    inside = (key >= lo32) & (key < hi32)
-                    if tl.max(inside.to(tl.int32), 0) > 0:  # blocks with nothing inside skip the tile
-                        e = tl.where(inside, tl.exp(x - m), 0.0)
-                        ge = key[:, None] >= piv[None, :]
-                        f += tl.sum(tl.where(ge, e[:, None], 0.0), 0).to(tl.float64)
-                        k_min = tl.minimum(k_min, tl.min(tl.where(inside, key, 2147483647), 0))
-                        k_max = tl.maximum(k_max, tl.max(tl.where(inside, key, -2147483648), 0))
+                kmin_vec = tl.full([BLOCK_S], 2147483647, dtype=tl.int32)  # keys inside [lo, hi)
+                kmax_vec = tl.full([BLOCK_S], -2147483648, dtype=tl.int32)
+                for g0 in range(0, V, BLOCK_S * GROUP):
+                    # tile [pivots, logits]: each thread keeps its own logits against all pivots, summed
+                    # per lane over GROUP blocks, then across the program in float64
+                    acc = tl.zeros([NPIV, BLOCK_S], dtype=tl.float32)
+                    for start in range(g0, tl.minimum(g0 + BLOCK_S * GROUP, V), BLOCK_S):
+                        idx = start + offs_s
+                        x_in = tl.load(x_row + idx, mask=idx < V, other=NEG_INF)
+                        key = _monotone_key(x_in)
+                        inside = (key >= lo32) & (key < hi32)
+                        if tl.max(inside.to(tl.int32), 0) > 0:  # blocks with nothing inside skip the tile
+                            e = tl.where(inside, tl.exp(x_in.to(tl.float32) - m), 0.0)
+                            acc += tl.where(piv[:, None] <= key[None, :], e[None, :], 0.0)
+                            kmin_vec = tl.minimum(kmin_vec, tl.where(inside, key, 2147483647))
+                            kmax_vec = tl.maximum(kmax_vec, tl.where(inside, key, -2147483648))
+                    f += tl.sum(acc, 1).to(tl.float64)
+                k_min = tl.min(kmin_vec, 0)
+                k_max = tl.max(kmax_vec, 0)
                 f_at = mass_hi + f  # F(piv_i)
                 ok = (f_at >= target) | (piv_i == 0)  # F(lo) >= p Z is the invariant
                 j = tl.max(tl.where(ok, piv_i, 0), 0)
@@ -306,16 +322,21 @@ def _nucleus_fwd_kernel(
             zn = n_at_max.to(tl.float32) + w2
             sn = w2 * (m2 - m)
         else:  # nucleus pass (one read)
+            zn_vec = tl.zeros([BLOCK], dtype=tl.float32)
+            sn_vec = tl.zeros([BLOCK], dtype=tl.float32)
+            cnt_vec = tl.zeros([BLOCK], dtype=tl.int32)
             for start in range(0, V, BLOCK):
                 idx = start + offs
                 x_in = tl.load(x_row + idx, mask=idx < V, other=NEG_INF)
                 member = _monotone_key(x_in) > cut
-                x = x_in.to(tl.float32)
-                d = tl.where(member, x - m, 0.0)
+                d = tl.where(member, x_in.to(tl.float32) - m, 0.0)
                 e = tl.where(member, tl.exp(d), 0.0)
-                zn += tl.sum(e, 0)
-                sn += tl.sum(e * d, 0)
-                cnt += tl.sum(member.to(tl.int32), 0)
+                zn_vec += e
+                sn_vec += e * d
+                cnt_vec += member.to(tl.int32)
+            zn = tl.sum(zn_vec, 0)
+            sn = tl.sum(sn_vec, 0)
+            cnt = tl.sum(cnt_vec, 0)
         if cnt > 0:
             log_zn = tl.log(zn)
             entropy = log_zn - sn / zn
@@ -439,7 +460,7 @@ def _unit_stride(x: Tensor) -> Tensor:
 
 def _launch_forward(
     logits2d: Tensor, top_p: float, boundary: str, block: int = _BLOCK, block_s: int = _BLOCK_S,
-    npiv: int = _NPIV, num_warps: int = _NUM_WARPS,
+    npiv: int = _NPIV, group: int = _GROUP, num_warps: int = _NUM_WARPS,
 ) -> tuple[Tensor, Tensor, Tensor, NucleusKernelAux, Tensor]:
     """Forward kernel; also returns the number of search passes per row (int32, for tests/benchmarks)."""
     _check_logits2d(logits2d)
@@ -463,7 +484,7 @@ def _launch_forward(
             x, x.stride(0), vocab, p_hi, p - p_hi, math.log1p(-p) if p < 1.0 else 0.0,
             entropy, size, full, row_max, log_zn, cut, kind, passes,
             INCLUSIVE=boundary == "inclusive", P_IS_ONE=p >= 1.0,
-            BLOCK=block, BLOCK_S=block_s, NPIV=npiv, num_warps=num_warps,
+            BLOCK=block, BLOCK_S=block_s, NPIV=npiv, GROUP=group, num_warps=num_warps,
         )
     aux = NucleusKernelAux(entropy=entropy, row_max=row_max, log_zn=log_zn, cut_key=cut, row_kind=kind)
     return entropy, size, full, aux, passes
@@ -594,7 +615,7 @@ def _compile_for_target(arch: int = 90, dtypes: Sequence[torch.dtype] = SUPPORTE
                     "logzn_ptr": "*fp32", "cut_ptr": "*i32", "kind_ptr": "*i32", "passes_ptr": "*i32",
                 }
                 const = {"INCLUSIVE": inclusive, "P_IS_ONE": p_is_one,
-                         "BLOCK": _BLOCK, "BLOCK_S": _BLOCK_S, "NPIV": _NPIV}
+                         "BLOCK": _BLOCK, "BLOCK_S": _BLOCK_S, "NPIV": _NPIV, "GROUP": _GROUP}
                 name = f"fwd_{tt[dt]}_{'incl' if inclusive else 'excl'}{'_p1' if p_is_one else ''}"
                 out[name] = triton.compile(ASTSource(kern.forward, sig, const), target=target,
                                            options={"num_warps": _NUM_WARPS})
