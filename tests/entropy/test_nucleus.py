@@ -330,7 +330,11 @@ def test_gradcheck(inclusive: bool, vocab: int, spacing: float, wanted_p: float)
     z = stable_logits(2, vocab, seed=13, spacing=spacing)
     p = stable_p(z, wanted_p)
     boundary = "inclusive" if inclusive else "exclusive"
-    assert torch.autograd.gradcheck(lambda t: nucleus_entropy(t, p, boundary), (z.requires_grad_(True),))
+    # the wide case checks random directional derivatives (fast mode): a full Jacobian is 2·150 forward calls
+    fast = vocab > 64
+    assert torch.autograd.gradcheck(
+        lambda t: nucleus_entropy(t, p, boundary), (z.requires_grad_(True),), fast_mode=fast
+    )
 
 
 def test_gradcheck_p_one() -> None:
