@@ -384,6 +384,12 @@ def _load_model_and_ids(model_config, opts: dict[str, Any]):
     return model, int(pad), sorted(eos)
 
 
+def _ties_embeddings(model) -> bool:
+    cfg = model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return bool(getattr(text_cfg, "tie_word_embeddings", False))
+
+
 def _model_max_len(model) -> int:
     cfg = model.config
     text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
@@ -519,7 +525,7 @@ class HFGenerationServer:
         async with self._model_lock:
             loaded, self._loaded = self._loaded, set()
             model = self.batcher.model
-            tied = set(getattr(model, "_tied_weights_keys", None) or [])
+            tied = set(getattr(model, "_tied_weights_keys", None) or []) if _ties_embeddings(model) else set()
             missing = sorted(set(model.state_dict()) - loaded - tied)
             if missing:
                 raise KeyError(f"rollout.name=hf: weight update misses tensors {missing[:5]}")

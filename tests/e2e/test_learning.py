@@ -19,7 +19,7 @@ def test_plain_grpo_raises_the_mean_reward(tmp_path, toy_dir, e2e):
     holds 640 independent group means in [0, 1], each with variance <= m(1 - m) for a window mean m:
     the difference of the two window means has standard error <= sqrt(m1(1-m1)/640 + m2(1-m2)/640)
     (about 0.02). We require the rise to be >= 0.05 absolute AND >= 4 such standard errors
-    (one-sided p < 4e-5 under the null). Measured: ~0.06 -> ~0.3 with these settings.
+    (one-sided p < 4e-5 under the null). Measured: 0.073 -> 0.213, 7.3 standard errors.
     """
     e2e.train(toy_dir, tmp_path, [], "learn.log", timeout=3000, config="cpu_learn")
     steps = e2e.read_metrics(tmp_path / "outputs" / "siren_verl_cpu" / "cpu_learn.jsonl")

@@ -123,7 +123,7 @@ def test_repetition_penalty_is_applied_to_prompt_and_output_tokens(model_and_tok
 # ---------------------------------------------------------------------------------------------
 # the server, driven directly (its methods are plain coroutines; Ray only wraps them)
 # ---------------------------------------------------------------------------------------------
-def make_server(toy, **rollout_overrides):
+def make_server(toy, model_path=None, **rollout_overrides):
     from verl.workers.config import HFModelConfig, RolloutConfig
 
     from siren_verl.verl_glue.hf_rollout import HFGenerationServer
@@ -137,7 +137,8 @@ def make_server(toy, **rollout_overrides):
         engine_kwargs={"hf": {"num_threads": 1, "batch_wait_ms": 20, "attn_implementation": "eager"}},
     )
     rollout.update(rollout_overrides)
-    return HFGenerationServer(RolloutConfig(**rollout), HFModelConfig(path=toy.model), replica_rank=0)
+    path = model_path or toy.model
+    return HFGenerationServer(RolloutConfig(**rollout), HFModelConfig(path=path), replica_rank=0)
 
 
 def test_server_batches_concurrent_requests_and_answers_each(toy, model_and_tok):
@@ -185,6 +186,32 @@ def test_server_weight_update_is_strict_and_sets_the_version(toy):
     assert info == {"n_tensors": len(items), "weight_version": 1}
     assert checksum == pytest.approx(0.01 * sum(v.numel() for v in new.values()), rel=1e-4)
     assert server.global_steps == 7 and server.weight_version == 1
+
+
+def test_tied_head_may_be_left_out_of_a_sync_only_when_tied(toy, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from siren_verl.toy.tokenizer import build_tokenizer
+
+    tied_dir = str(tmp_path / "tied")
+    untied = AutoModelForCausalLM.from_pretrained(toy.model)
+    untied.config.tie_word_embeddings = True
+    tied = type(untied)(untied.config)
+    tied.save_pretrained(tied_dir)
+    build_tokenizer().save_pretrained(tied_dir)
+
+    def sync_without_head(server):
+        items = [(k, v) for k, v in server.batcher.model.state_dict().items() if k != "lm_head.weight"]
+
+        async def main():
+            await server.load_weights(items)
+            return await server.finish_weight_update(global_steps=1)
+
+        return asyncio.run(main())
+
+    assert sync_without_head(make_server(toy, model_path=tied_dir))["weight_version"] == 1
+    with pytest.raises(KeyError, match="lm_head.weight"):
+        sync_without_head(make_server(toy))
 
 
 def test_server_abort_pauses_and_resume_restarts(toy, model_and_tok):
