@@ -13,9 +13,6 @@
 #   --env NAME[=VALUE]   set an environment variable in every process of the job; NAME alone
 #                        forwards its value from this shell (repeatable)
 #   --pip SPEC           have Ray pip-install SPEC into the job's environment (repeatable)
-#   --working-dir DIR    upload DIR and run the job in it (default: none -- the job runs where
-#                        the cluster starts jobs, so give absolute output paths, e.g.
-#                        trainer.default_local_dir=/shared/ckpt/run1)
 #   --submission-id ID   name the job (default: Ray generates one)
 #   --no-wait            return after submitting (default: stream the job's logs and exit with
 #                        its status: 0 if it SUCCEEDED, 1 otherwise)
@@ -27,7 +24,13 @@
 #     exists only where the package is installed).
 #   * VERL_USE_EXTERNAL_MODULES=siren_verl.verl_glue.plugin: verl imports the plugin in every
 #     process of the job (driver, TaskRunner, all workers) even without the package's entry point.
-#   * RAY_AUTH_MODE=disabled and TOKENIZERS_PARALLELISM=false, plus every --env.
+#   * RAY_AUTH_MODE=disabled, plus every --env.
+# The job runs in the folder the cluster starts jobs in (where `ray start` ran): give absolute
+# output paths, e.g. trainer.default_local_dir=/shared/ckpt/run1 (relative ones land there).
+# verl's driver calls ray.init with its own runtime env (ray_kwargs.ray_init.runtime_env plus
+# verl's defaults such as NCCL_DEBUG); Ray refuses to start when an --env names one of those keys
+# too: set it through the config instead, or add --env RAY_OVERRIDE_JOB_RUNTIME_ENV=1 to let the
+# config's value win.
 #
 # A local head to try it on (a CPU machine: Ray's GPUs are logical; loopback addresses only):
 #   ray start --head --node-ip-address 127.0.0.1 --num-cpus 16 --num-gpus 1 \
@@ -45,7 +48,6 @@ usage() {
 address="${RAY_ADDRESS:-http://127.0.0.1:8265}"
 wait_flag=()
 submission=()
-working_dir=""
 envs=()
 pips=()
 while [ $# -gt 0 ]; do
@@ -53,7 +55,6 @@ while [ $# -gt 0 ]; do
         --address) address="${2:?--address needs a URL}"; shift 2 ;;
         --env) envs+=("${2:?--env needs NAME or NAME=VALUE}"); shift 2 ;;
         --pip) pips+=("${2:?--pip needs a requirement}"); shift 2 ;;
-        --working-dir) working_dir="${2:?--working-dir needs a folder}"; shift 2 ;;
         --submission-id) submission=(--submission-id "${2:?--submission-id needs an id}"); shift 2 ;;
         --no-wait) wait_flag=(--no-wait); shift ;;
         -h|--help) usage; exit 0 ;;
@@ -63,10 +64,6 @@ while [ $# -gt 0 ]; do
 done
 if [ $# -eq 0 ]; then
     echo "submit.sh: no command given; usage: scripts/submit.sh [options] -- COMMAND [ARGS...]" >&2
-    exit 2
-fi
-if [ -n "$working_dir" ] && [ ! -d "$working_dir" ]; then
-    echo "submit.sh: --working-dir '$working_dir' is not a folder" >&2
     exit 2
 fi
 
@@ -98,13 +95,13 @@ done
 
 # the runtime env as JSON (python does the quoting)
 runtime_env="$(
-    SUBMIT_PKG="$ROOT/siren_verl" SUBMIT_WORKDIR="$working_dir" "$PY" - \
+    SUBMIT_PKG="$ROOT/siren_verl" "$PY" - \
         "${#env_pairs[@]}" "${env_pairs[@]+"${env_pairs[@]}"}" "${pips[@]+"${pips[@]}"}" <<'PYEOF'
 import json, os, sys
 
 n_env = int(sys.argv[1])
 pairs, pips = sys.argv[2:2 + n_env], sys.argv[2 + n_env:]
-env = {"RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+env = {"RAY_AUTH_MODE": "disabled"}
 modules = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m]
 plugin = "siren_verl.verl_glue.plugin"
 env["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules + ([plugin] if plugin not in modules else []))
@@ -118,9 +115,6 @@ runtime = {
     "excludes": ["__pycache__", "*.pyc"],
     "env_vars": env,
 }
-if os.environ["SUBMIT_WORKDIR"]:
-    runtime["working_dir"] = os.path.abspath(os.environ["SUBMIT_WORKDIR"])
-    runtime["excludes"] += [".venv", ".git", "outputs", "checkpoints", "*.pt", "*.safetensors", "wandb"]
 if pips:
     runtime["pip"] = pips
 print(json.dumps(runtime))
