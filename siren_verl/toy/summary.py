@@ -21,7 +21,7 @@ COLUMNS = (
     ("entropy/nucleus_size_mean", "|N|", "{:.1f}"),
     ("entropy/selected_frac", "selected", "{:.3f}"),
     ("entropy/selected_mean", "H_selected", "{:.3f}"),
-    ("entropy/anchor", "anchor H0", "{:.3f}"),
+    ("entropy/anchor", "anchor", "{:.3f}"),
     ("entropy/reg_loss", "reg_loss", "{:.2e}"),
 )
 
