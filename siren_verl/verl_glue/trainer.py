@@ -32,6 +32,7 @@ import torch
 from siren_verl.methods.config import (
     ROOT,
     SIREN_TRAINER_MODE,
+    ConfigError,
     MethodSpec,
     check_trainer_settings,
     parse_entropy_control,
@@ -245,6 +246,11 @@ def _make_trainer_class():
                     config.actor_rollout_ref.actor.policy_loss.loss_mode = forced
             self.entropy_controller = None
             super().__init__(config)
+            if self.parameter_sync_step != 1 and self.entropy_spec.needs_siren_trainer:
+                raise ConfigError(
+                    f"trainer.v1.sync.parameter_sync_step={self.parameter_sync_step} with {ROOT}.method="
+                    f"{self.entropy_spec.method}: the controller advances once per training step; must be 1"
+                )
 
         # ---- set-up ------------------------------------------------------------------------
         def _init_dataloader(self):
