@@ -296,41 +296,51 @@ class _Rows:
 
 
 def _fast_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: slice) -> None:
-    """Phase 1, one block: softmax + top-k. Rows whose nucleus is a prefix of their top-k logits are done
-    here. When most rows of the block are not, the histogram pass runs right here on the whole block
-    (reusing the softmax); otherwise the few left are flagged for phase 2."""
-    k = min(_FAST_TOPK, x.shape[1])
-    top_val, top_idx = torch.topk(x, k, dim=-1)
-    row_max = top_val[:, 0]
+    """Phase 1, one block: softmax, then top-k for the rows that can have a small nucleus. Rows whose
+    nucleus is a prefix of their top-k logits are done here. When most rows of the block are not, the
+    histogram pass runs right here on the whole block (reusing the softmax); otherwise the few left are
+    flagged for phase 2."""
+    n, vocab = x.shape
+    k = min(_FAST_TOPK, vocab)
+    row_max, arg_max = torch.max(x, dim=-1)
     if not bool(torch.isfinite(row_max).all()):
         x, res.nan[rows], res.posinf[rows], res.neginf[rows] = _sanitize(x, row_max)
-        top_val, top_idx = torch.topk(x, k, dim=-1)
-        row_max = top_val[:, 0]
+        row_max, arg_max = torch.max(x, dim=-1)
+    dead = res.nan[rows] | res.neginf[rows]  # results overwritten at the end: never sent to phase 2
     # torch's CPU softmax normalises with a float32 running sum (relative error up to ~1e-5 at V=152064):
     # masses are compared with p·Σπ, Σπ summed accurately, which cancels that common factor
     pi = torch.softmax(x, dim=-1)
     pi_sum = pi.sum(-1).double()
-    top_pi = pi.gather(1, top_idx)
-    pi_max = top_pi[:, 0].double()  # exp(s) = π / π(max)
+    pi_max = pi.gather(1, arg_max.unsqueeze(-1)).squeeze(-1).double()  # exp(s) = π / π(max)
 
-    # j* = min{j : c_j >= p} among the top-k (0-based; == k when their mass is below p)
-    j = (top_pi.double().cumsum(-1) < (top_p * pi_sum).unsqueeze(-1)).sum(-1)
-    resolved = j < k
-    theta_open = _open_threshold(top_val.gather(1, j.clamp(max=k - 1).unsqueeze(-1)).squeeze(-1), inclusive)
-    if k < x.shape[1]:
-        # tokens tied with θ may lie beyond the k-th: resolved only when the k-th is outside N
-        resolved &= top_val[:, -1] <= theta_open
-    resolved |= res.nan[rows] | res.neginf[rows]  # their results are overwritten anyway
-    member = top_val > theta_open.unsqueeze(-1)
-    top_s = (top_val.double() - row_max.double().unsqueeze(-1)).clamp_(min=_NEG_BIG)
-    zn, sn = _member_sums(top_s.exp(), top_s, member)  # exp(s) in float64
-    size = member.sum(-1)
-    if res.sparse_idx is not None:
-        res.sparse_idx[rows] = top_idx
-        res.sparse_n[rows] = size
+    theta_open = torch.empty(n, dtype=x.dtype, device=x.device)
+    zn = torch.zeros(n, dtype=torch.float64, device=x.device)
+    sn = torch.zeros_like(zn)
+    size = torch.zeros(n, dtype=torch.int64, device=x.device)
+    resolved = dead.clone()
+    # k tokens hold at most k·π(max): below p·Σπ the fast path cannot succeed, skip its top-k
+    maybe = (k * pi_max >= top_p * pi_sum) & ~dead
+    if bool(maybe.any()):
+        sel = slice(None) if bool(maybe.all()) else maybe.nonzero().squeeze(-1)
+        top_val, top_idx = torch.topk(x[sel], k, dim=-1)
+        top_pi = pi[sel].gather(1, top_idx) if isinstance(sel, slice) else pi[sel.unsqueeze(-1), top_idx]
+        # j* = min{j : c_j >= p} among the top-k (0-based; == k when their mass is below p)
+        j = (top_pi.double().cumsum(-1) < (top_p * pi_sum[sel]).unsqueeze(-1)).sum(-1)
+        ok = j < k
+        theta_f = _open_threshold(top_val.gather(1, j.clamp(max=k - 1).unsqueeze(-1)).squeeze(-1), inclusive)
+        if k < vocab:
+            # tokens tied with θ may lie beyond the k-th: resolved only when the k-th is outside N
+            ok &= top_val[:, -1] <= theta_f
+        member = top_val > theta_f.unsqueeze(-1)
+        top_s = (top_val.double() - row_max[sel].double().unsqueeze(-1)).clamp_(min=_NEG_BIG)
+        zn[sel], sn[sel] = _member_sums(top_s.exp(), top_s, member)  # exp(s) in float64
+        theta_open[sel], size[sel], resolved[sel] = theta_f, member.sum(-1), ok
+        if res.sparse_idx is not None:
+            res.sparse_idx[rows][sel] = top_idx
+            res.sparse_n[rows][sel] = member.sum(-1)
+    fast = resolved & ~dead
     unresolved = ~resolved
-    n_unresolved = int(unresolved.sum())
-    in_block = 2 * n_unresolved >= x.shape[0]
+    in_block = 2 * int(unresolved.sum()) >= n
     s = None
     if res.size is not None or in_block:
         s, res.robust[rows] = _shifted(x, row_max, res.ws)
@@ -343,7 +353,7 @@ def _fast_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: slice
             size = torch.where(unresolved, (x > t_h.unsqueeze(-1)).sum(-1), size)
         resolved = torch.ones_like(resolved)
     res.row_max[rows], res.theta_open[rows], res.zn[rows], res.sn[rows] = row_max, theta_open, zn, sn
-    res.fast[rows] = ~unresolved
+    res.fast[rows] = fast
     res.resolved[rows] = resolved
     if res.size is not None:
         res.size[rows] = size
