@@ -456,3 +456,15 @@ def test_argument_errors(fn) -> None:
         fn(torch.tensor(1.0))
     with pytest.raises(TypeError):
         fn([[0.0, 1.0]])
+
+
+def test_backward_keeps_no_vocab_sized_intermediates() -> None:
+    # SPEC §1: the backward recomputes from the logits; only per-token values (and the fast path's
+    # top-k indices) are saved besides the logits themselves
+    z = torch.cat([make_logits("peaked", 6, 3000, 16), make_logits("near_uniform", 6, 3000, 17)])
+    x = z.clone().requires_grad_(True)
+    h = nucleus_entropy(x, 0.8, chunk_size=4)
+    saved = h.grad_fn.saved_tensors
+    assert saved[0] is x or saved[0].data_ptr() == x.data_ptr()
+    extra = sum(t.numel() for t in saved[1:])
+    assert extra <= z.shape[0] * (64 + 8)
