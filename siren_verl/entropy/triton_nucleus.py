@@ -1,50 +1,52 @@
 """Exact nucleus (top-p) entropy as Triton kernels, forward and backward — SPEC §1.
 
-Same maths as :mod:`siren_verl.entropy.nucleus` (the torch path), on the GPU at about the cost of a
-few reads of the logits. One Triton program handles one row (token) and works out everything for it
-without sorting and without any ``[T, V]`` intermediate:
+Same maths as :mod:`siren_verl.entropy.nucleus` (the torch path), on the GPU at the cost of a few reads
+of the logits. One Triton program handles one row (token) and works out everything for it without
+sorting and without any ``[T, V]`` intermediate. Everything is computed in float32 whatever the input
+dtype (fp32, bf16, fp16).
 
-Forward kernel, per row ``z`` (computed in float32 whatever the input dtype):
+Forward kernel, per row ``z``:
 
-* pass A (one read): online softmax statistics, i.e. row max ``m``, ``Z = Σ e`` and
-  ``S = Σ e·(z - m)`` with ``e = exp(z - m)`` (full entropy ``log Z - S / Z``), the smallest finite
-  logit, the number of logits tied with the max, and NaN / ``+inf`` / finite counts.
-* threshold search (SPEC §1: ``θ = π(j*)``, ``j* = min{j : c_j ≥ p}`` in descending order). ``θ`` is
-  the largest logit value ``x`` of the row with ``F(x) = Σ_{z_u ≥ x} e_u ≥ p·Z``. Logits are mapped to
-  order-preserving integer keys (IEEE bits with the usual sign flip; ``-0`` and ``+0`` share a key;
-  for bf16/fp16 input the always-zero low mantissa bits are dropped, so every key step is one
-  representable input value). An interval ``[lo, hi)`` of keys with ``F(lo) ≥ p·Z > F(hi)`` holds ``θ``;
-  each search pass (one read) evaluates ``F`` at 16 pivots spread evenly over the interval and keeps
-  the sub-interval where ``F`` crosses ``p·Z``; it also takes the smallest and largest key inside the
-  interval, which snaps the ends to real logits and ends the search at once when the interval holds a
-  single distinct value. The interval shrinks at least 16-fold per pass: at most 8 passes for fp32
-  input, 4 for bf16/fp16 (usually fewer). Blocks of the row without any logit inside the interval
-  skip the per-pivot work, so after the first pass a row with a small nucleus mostly just streams.
-  The first interval is ``[max(key(m + log((1-p)Z/n) - 1), key(min z)), key(m) + 1)`` where ``n`` is
-  the number of finite logits: the mass below ``m + log((1-p)Z/n) - 1`` is below ``(1-p)Z/e``, so
-  ``θ`` is above it. ``p == 1`` needs no search: ``θ`` is the smallest finite logit. When the tokens
-  tied with the max already hold ``p·Z`` (a near-deterministic token), ``θ = m`` without any search.
-* nucleus pass (one read): ``Zn = Σ_N e``, ``Sn = Σ_N e·(z - m)``, ``|N|``; ``H^p = log Zn - Sn / Zn``.
-  ``N = {key > key(θ)}`` (exclusive) or ``{key ≥ key(θ)}`` (inclusive): ties with ``θ`` follow the
-  boundary rule exactly. An empty nucleus gives ``H^p = 0`` and a zero gradient.
+* pass A (one read): online softmax statistics — row max ``m``, ``Z = Σ e`` and ``S = Σ e·(z - m)`` with
+  ``e = exp(z - m)`` (full entropy ``log Z - S / Z``), the two largest distinct values ``m > m2`` with
+  their tie counts, and whether a NaN or ``+inf`` occurs (then a second, rare read counts them).
+* threshold (SPEC §1: ``θ = π(j*)``, ``j* = min{j : c_j ≥ p}`` in descending order). ``θ`` is the largest
+  logit value ``x`` of the row with ``F(x) = Σ_{z_u ≥ x} e_u ≥ p·Z``; comparing logits is comparing
+  probabilities, so ties are exact. Decided without any further read when the max's ties hold ``p·Z``
+  (``θ = m``: a near-deterministic token) or the two largest values do (``θ = m2``: a fork), and for
+  ``p = 1`` (``θ`` = the smallest finite logit, from pass A). Otherwise a search: logits are mapped to
+  order-preserving integer keys (IEEE bits with the usual sign flip, taken in the storage dtype, so a
+  key step is one representable input value: 16-bit keys for bf16/fp16; ``-0`` and ``+0`` share a key).
+  An interval ``[lo, hi)`` of keys with ``F(lo) ≥ p·Z > F(hi)`` holds ``θ``; each search pass (one read)
+  evaluates ``F`` at 16 pivots spread evenly over the interval and keeps the sub-interval where ``F``
+  crosses ``p·Z``; it also takes the smallest and largest key inside the interval, which snaps the ends
+  to real logits and ends the search at once when the interval holds a single distinct value. The
+  interval shrinks at least 16-fold per pass: at most 8 passes for fp32 input, 4 for bf16/fp16. Blocks
+  of the row with no logit inside the interval skip the per-pivot work. The first interval is
+  ``[key(m + log((1-p)Z/V) - 1), key(m2))``: the mass below ``m + log((1-p)Z/V) - 1`` is at most
+  ``(1-p)Z/e``, so ``θ`` is above it.
+* nucleus (one read, skipped when ``N`` is the ties of ``m`` or of ``m`` and ``m2``): ``Zn = Σ_N e``,
+  ``Sn = Σ_N e·(z - m)``, ``|N|``; ``H^p = log Zn - Sn / Zn``. ``N = {key > key(θ)}`` (exclusive) or
+  ``{key ≥ key(θ)}`` (inclusive): ties with ``θ`` follow the boundary rule exactly. An empty nucleus
+  gives ``H^p = 0`` and a zero gradient.
 
 Saved per row for the backward (no ``[T, V]`` tensor): row max, ``log Zn``, ``H^p``, the cut key
 (``N = {key > cut}``) and a row kind. Backward kernel (one read, one write) recomputes from the
 logits: ``∂H^p/∂z_v = -π̃(v) (log π̃(v) + H^p)`` on ``N`` with ``log π̃(v) = z_v - m - log Zn``, 0 outside
-(SPEC §1).
+(SPEC §1); rows with a zero upstream gradient or an empty nucleus only write zeros.
 
 Numerics and special rows follow the torch path: probabilities are float32 ``exp(z - m)``; masses are
-summed in float32 within a block and float64 across blocks, so when some ``c_j`` lies within float32
-rounding (~1e-6 relative) of ``p`` the nucleus can differ from an exact-arithmetic computation by that
-token. ``-inf`` logits have probability 0 and are never in the nucleus. A row with ``+inf`` logits is
-its limit distribution, uniform over the ``n`` ``+inf`` tokens (exclusive: ``H^p = 0``, size 0;
-inclusive: ``H^p = log n``, size ``n``; full entropy ``log n``; gradient 0). A row of only ``-inf``:
-zeros. A row with a NaN: NaN entropy, full entropy and gradient, size 0.
+summed in float32 per lane over at most 16 blocks and in float64 across them, so when some ``c_j`` lies
+within float32 rounding (~1e-6 relative) of ``p`` the nucleus can differ from an exact-arithmetic
+computation by that token. ``-inf`` logits have probability 0 and are never in the nucleus. A row with
+``+inf`` logits is its limit distribution, uniform over the ``n`` ``+inf`` tokens (exclusive:
+``H^p = 0``, size 0; inclusive: ``H^p = log n``, size ``n``; full entropy ``log n``; gradient 0). A row
+of only ``-inf``: zeros. A row with a NaN: NaN entropy, full entropy and gradient, size 0.
 
 Triton is imported lazily (inside functions): this module imports without triton. The kernels are
-plain functions here and are compiled on first use by :func:`_kernels`, which binds ``tl`` and the
-``@triton.jit`` helper into this module's globals (Triton resolves a kernel's names there). Under
-``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (numpy), which is how the tests run them.
+plain functions here and are wrapped on first use by :func:`_kernels` (``JITFunction``, or Triton's
+CPU interpreter under ``TRITON_INTERPRET=1``, which is how the tests run them on CPU tensors); it binds
+``tl`` and the wrapped helper into this module's globals, where Triton resolves a kernel's names.
 """
 
 from __future__ import annotations
