@@ -211,6 +211,25 @@ def _as_list(value) -> list:
     return list(value.tolist()) if hasattr(value, "tolist") else list(value)
 
 
+# per-sample flags siren_verl.reward.compute_score returns. verl keeps a reward function's extra keys
+# per sample (reward-loop workers: inside the `extra_fields["reward_extra_info"]` dict of each sample;
+# a colocated reward model: as batch fields of their own) but logs them only at validation.
+REWARD_FLAG_FIELDS = ("reward_timeout", "reward_parse_failure")
+
+
+def reward_flag_metrics(fields: dict[str, list], rows: list[int]) -> dict[str, float]:
+    """`reward/timeouts`, `reward/parse_failures` (SPEC §9: counted, never fatal) over the real rows of
+    a step. `fields` maps a flag name, or "extra_fields" (per-sample dicts holding
+    `reward_extra_info`), to per-sample values. Other reward functions have no flags: no metric."""
+    from siren_verl.reward import training_counter_metrics
+
+    flags: dict[str, list] = {k: [fields[k][i] for i in rows] for k in REWARD_FLAG_FIELDS if k in fields}
+    if not flags and "extra_fields" in fields:
+        infos = [(fields["extra_fields"][i] or {}).get("reward_extra_info") or {} for i in rows]
+        flags = {k: [info.get(k) for info in infos] for k in REWARD_FLAG_FIELDS}
+    return training_counter_metrics(flags)
+
+
 def _real_rows(batch) -> torch.Tensor:
     return torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
 
@@ -357,6 +376,7 @@ def _make_trainer_class():
             values = self.entropy_controller.observe(inputs)
             self._step_scalars = values.scalars
             metrics.update(values.metrics)
+            metrics.update(self._reward_counter_metrics(batch, present, idx))
             self._maybe_record_forking_tokens(batch, inputs, idx)
 
             def full_rows(rows_value, fill=0.0):
@@ -385,6 +405,13 @@ def _make_trainer_class():
                 batch_out.extra_info = dict(batch.extra_info)
                 batch = batch_out
             return batch
+
+        def _reward_counter_metrics(self, batch, present, idx):
+            keys = [k for k in (*REWARD_FLAG_FIELDS, "extra_fields") if k in present]
+            if not keys:
+                return {}
+            data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=keys)
+            return reward_flag_metrics({k: _as_list(data[k]) for k in keys}, idx.tolist())
 
         def _maybe_record_forking_tokens(self, batch, inputs, idx):
             from siren_verl.viz.tokens import record_forking_tokens, should_record

@@ -75,3 +75,36 @@ def test_trainer_settings_reads_verl_keys():
     assert settings["trainer.use_v1"] is False
     assert settings["trainer.v1.trainer_mode"] == "siren_sync"
     assert settings["actor_rollout_ref.actor.policy_loss.loss_mode"] == "vanilla"
+
+
+def test_reward_flags_become_step_metrics_over_real_rows_only():
+    import numpy as np
+
+    from siren_verl.verl_glue.trainer import reward_flag_metrics
+
+    fields = {
+        "reward_timeout": np.array([True, False, True, False], dtype=object),
+        "reward_parse_failure": np.array([False, True, True, True], dtype=object),
+    }
+    # row 3 is verl's synthetic padding: excluded
+    m = reward_flag_metrics({k: list(v) for k, v in fields.items()}, [0, 1, 2])
+    assert m["reward/timeouts"] == 2.0
+    assert m["reward/parse_failures"] == 2.0
+    assert abs(m["reward/timeout_frac"] - 2 / 3) < 1e-12
+    assert reward_flag_metrics({}, [0, 1]) == {}
+
+
+def test_reward_flags_from_reward_loop_extra_fields():
+    from siren_verl.verl_glue.trainer import reward_flag_metrics
+
+    # how verl's reward-loop workers store them: each sample's extra_fields["reward_extra_info"]
+    extra = [
+        {"reward_extra_info": {"reward_timeout": True, "reward_parse_failure": False, "acc": False}},
+        {"reward_extra_info": {"reward_timeout": False, "reward_parse_failure": True, "acc": False}},
+        {"reward_extra_info": {"reward_timeout": False, "reward_parse_failure": True, "acc": True}},
+        {},  # a sample without reward info (e.g. padding): skipped
+    ]
+    m = reward_flag_metrics({"extra_fields": extra}, [0, 1, 2, 3])
+    assert m["reward/timeouts"] == 1.0 and m["reward/parse_failures"] == 2.0
+    # a reward function without these flags (the toy reward): nothing logged, never 0
+    assert reward_flag_metrics({"extra_fields": [{"reward_extra_info": {"acc": True}}]}, [0]) == {}
