@@ -486,32 +486,62 @@ import torch
 from siren_verl.entropy import nucleus_entropy, nucleus_stats
 from siren_verl.entropy import triton_nucleus as tn
 
-assert tn.triton_available("cuda")
-g = torch.Generator().manual_seed(0)
-for dtype in (torch.float32, torch.bfloat16, torch.float16):
-    for vocab in (3000, 152064):
-        z = 2.0 * torch.randn(24, vocab, generator=g)
-        z[:8, :3] += torch.tensor([14.0, 13.0, 11.0])  # peaked / forked rows
-        z[8:12] = torch.randn(4, vocab, generator=g)  # near-uniform rows: large nuclei
-        z[12, ::3] = -float("inf")
-        z[13] = torch.randint(0, 5, (vocab,), generator=g).float()  # exact ties
-        x = z.to(dtype)
-        for boundary in ("exclusive", "inclusive"):
-            for p in (0.5, 0.8, 1.0):
-                ent, size, full = tn.nucleus_stats_triton(x.cuda(), p, boundary)
-                ref = nucleus_stats(x, top_p=p, boundary=boundary)
-                assert torch.allclose(ent.cpu(), ref.nucleus_entropy, atol=1e-4, rtol=1e-4), (dtype, vocab, boundary, p)
-                assert torch.allclose(full.cpu(), ref.full_entropy, atol=1e-4, rtol=1e-4), (dtype, vocab, boundary, p)
-                # a nucleus of thousands may differ by a token whose mass is within float32 rounding of p
-                assert (size.cpu() - ref.nucleus_size).abs().max() <= 2, (dtype, vocab, boundary, p)
-        xg = x.cuda().requires_grad_(True)
-        w = torch.randn(24, generator=g)
-        (tn.nucleus_entropy_triton(xg, 0.8) * w.cuda()).sum().backward()
-        xr = x.clone().requires_grad_(True)
-        (nucleus_entropy(xr, 0.8) * w).sum().backward()
-        tol = 1e-5 if dtype == torch.float32 else 2e-2
-        assert torch.allclose(xg.grad.cpu().float(), xr.grad.float(), atol=tol, rtol=tol), dtype
-print("cuda ok")
+
+def clear_rows(x, p, eps=2e-6):
+    # rows where p is more than eps (float64) from F at the two distinct values around the crossing, so
+    # float32 masses decide the nucleus the same way on both paths (ties: whole groups)
+    if p >= 1.0:
+        return torch.ones(x.shape[0], dtype=torch.bool)
+    out = []
+    for row in x.double():
+        pi = torch.softmax(row, -1)
+        vals, order = row.sort(descending=True)
+        counts = torch.unique_consecutive(vals, return_counts=True)[1]
+        f = pi[order].cumsum(0)[counts.cumsum(0) - 1]
+        k = min(int((f < p).sum()), len(f) - 1)
+        above = float(f[k - 1]) if k > 0 else 0.0
+        out.append(min(float(f[k]) - p, p - above) > eps)
+    return torch.tensor(out)
+
+
+def rows(dtype, vocab, g):
+    z = 2.0 * torch.randn(24, vocab, generator=g)
+    z[:8, :3] += torch.tensor([14.0, 13.0, 11.0])  # peaked / forked rows
+    z[8:12] = torch.randn(4, vocab, generator=g)  # near-uniform rows: large nuclei
+    z[12, ::3] = -float("inf")
+    z[13] = torch.randint(0, 5, (vocab,), generator=g).float()  # exact ties
+    return z.to(dtype)
+
+
+def main():
+    assert tn.triton_available("cuda")
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for vocab in (3000, 152064):
+            x = rows(dtype, vocab, g)
+            for boundary in ("exclusive", "inclusive"):
+                for p in (0.5, 0.8, 1.0):
+                    ent, size, full = tn.nucleus_stats_triton(x.cuda(), p, boundary)
+                    ref = nucleus_stats(x, top_p=p, boundary=boundary)
+                    ok = clear_rows(x, p)
+                    where = (dtype, vocab, boundary, p, int(ok.sum()))
+                    assert ok.sum() >= 6, where
+                    assert torch.equal(size.cpu()[ok], ref.nucleus_size[ok]), where
+                    assert torch.allclose(ent.cpu()[ok], ref.nucleus_entropy[ok], atol=1e-4, rtol=1e-4), where
+                    assert torch.allclose(full.cpu(), ref.full_entropy, atol=1e-4, rtol=1e-4), where
+            xg = x.cuda().detach().requires_grad_(True)
+            w = torch.randn(24, generator=g)
+            (tn.nucleus_entropy_triton(xg, 0.8) * w.cuda()).sum().backward()
+            xr = x.detach().clone().requires_grad_(True)
+            (nucleus_entropy(xr, 0.8) * w).sum().backward()
+            ok = clear_rows(x, 0.8)
+            tol = 1e-5 if dtype == torch.float32 else 2e-2
+            assert torch.allclose(xg.grad.cpu().float()[ok], xr.grad.float()[ok], atol=tol, rtol=tol), dtype
+    print("cuda ok")
+
+
+if __name__ == "__main__":
+    main()
 """
 
 
