@@ -61,6 +61,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "BACKEND_ENV",
     "NucleusKernelAux",
     "nucleus_entropy_triton",
     "nucleus_entropy_triton_backward",
@@ -68,9 +69,13 @@ __all__ = [
     "nucleus_stats_triton",
     "triton_available",
     "triton_interpret_enabled",
+    "use_triton_backend",
 ]
 
 BOUNDARIES = ("exclusive", "inclusive")
+# Which implementation siren_verl.entropy.nucleus_entropy / nucleus_stats use (see use_triton_backend).
+BACKEND_ENV = "SIREN_NUCLEUS_BACKEND"
+BACKENDS = ("auto", "torch", "triton")
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 # Row kinds (saved for the backward).
@@ -130,6 +135,31 @@ def triton_available(device: torch.device | str | None = None) -> bool:
     if dev.type == "cpu":
         return triton_interpret_enabled()
     return False
+
+
+def use_triton_backend(logits: Tensor) -> bool:
+    """Whether the public ``nucleus_entropy`` / ``nucleus_stats`` should run these kernels on ``logits``.
+
+    ``SIREN_NUCLEUS_BACKEND`` (default ``auto``): ``auto`` picks the kernels for a CUDA tensor of a
+    supported dtype (fp32, bf16, fp16) when triton is importable, else the torch path; ``torch`` always
+    the torch path; ``triton`` always the kernels (a clear error where they cannot run, e.g. float64
+    logits, or CPU tensors without ``TRITON_INTERPRET=1``).
+    """
+    backend = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
+    if backend not in BACKENDS:
+        raise ValueError(f"{BACKEND_ENV}={backend!r}: must be one of {BACKENDS}")
+    if backend == "torch":
+        return False
+    if backend == "triton":
+        if logits.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{BACKEND_ENV}=triton: logits dtype {logits.dtype} is not one of {SUPPORTED_DTYPES}")
+        if not triton_available(logits.device):
+            raise RuntimeError(
+                f"{BACKEND_ENV}=triton: the Triton kernel cannot run on {logits.device} (needs triton and a "
+                "CUDA device, or TRITON_INTERPRET=1 for CPU tensors)"
+            )
+        return True
+    return logits.is_cuda and logits.dtype in SUPPORTED_DTYPES and triton_available(logits.device)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -446,6 +446,25 @@ def test_availability(monkeypatch):
 
 
 @once
+def test_backend_selection(monkeypatch):
+    x = torch.randn(2, 10)
+    monkeypatch.delenv(tn.BACKEND_ENV, raising=False)
+    assert not tn.use_triton_backend(x)  # auto: CPU tensors take the torch path, interpreter or not
+    monkeypatch.setenv(tn.BACKEND_ENV, "torch")
+    assert not tn.use_triton_backend(x)
+    monkeypatch.setenv(tn.BACKEND_ENV, "triton")
+    assert tn.use_triton_backend(x)  # CPU under the interpreter (fixture)
+    with pytest.raises(TypeError, match="SIREN_NUCLEUS_BACKEND=triton"):
+        tn.use_triton_backend(x.double())
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="cannot run"):
+        tn.use_triton_backend(x)
+    monkeypatch.setenv(tn.BACKEND_ENV, "fast")
+    with pytest.raises(ValueError, match="SIREN_NUCLEUS_BACKEND='fast'"):
+        tn.use_triton_backend(x)
+
+
+@once
 def test_module_imports_without_triton():
     code = (
         "import sys; sys.modules['triton'] = None; sys.modules['triton.language'] = None\n"
