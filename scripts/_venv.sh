@@ -35,3 +35,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 export PYTHONUNBUFFERED=1
 export RAY_AUTH_MODE=disabled
+# Local Ray clusters started by the CPU run and the tests bind to 127.0.0.1, not to this machine's
+# network address (Ray's single-node mode; multi-node clusters are started with `ray start` instead).
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="${RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER:-0}"
