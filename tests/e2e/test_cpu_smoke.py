@@ -55,6 +55,11 @@ def test_siren_three_steps_then_resume_one(tmp_path, toy_dir, e2e):
         assert 0.15 <= s["entropy/selected_frac"] <= 0.3, s["entropy/selected_frac"]
         assert s["entropy/coef"] == 0.005
         assert 0 < s["entropy/nucleus_mean"] < s["entropy/full_mean"] + 1e-6
+        # the rollout generated with the actor's current weights (synced through verl's checkpoint
+        # engine every step): token probabilities agree to float32 round-off. A stale rollout would
+        # be off by the size of one update (lr 3e-3 moves the entropy by ~0.01 nats per step).
+        assert s["training/rollout_probs_diff_max"] < 1e-5, s["training/rollout_probs_diff_max"]
+    assert steps[3]["entropy/full_mean"] != steps[1]["entropy/full_mean"]  # the policy did move
     # the anchor is measured once, at step 1, on step 1's selected tokens, then never changes
     anchor = steps[1]["entropy/anchor"]
     assert anchor == pytest.approx(steps[1]["entropy/selected_mean"], rel=1e-6)
