@@ -681,7 +681,6 @@ def _adapter_class():
         async def release(self):
             pass
 
-        @torch.no_grad()
         async def update_weights(
             self,
             weights: Generator[tuple[str, torch.Tensor], None, None],
@@ -698,7 +697,7 @@ def _adapter_class():
             bucket: list[tuple[str, torch.Tensor]] = []
             size = 0
             for name, tensor in weights:
-                t = tensor.detach().to("cpu", copy=True).contiguous()
+                t = tensor.detach().to("cpu", copy=True).contiguous()  # detached: no autograd graph
                 if server is None:
                     continue
                 bucket.append((name, t))
