@@ -696,10 +696,10 @@ def _adapter_class():
             server = self._server_handle() if self.is_leader_rank else None
             bucket: list[tuple[str, torch.Tensor]] = []
             size = 0
-            for name, tensor in weights:
-                t = tensor.detach().to("cpu", copy=True).contiguous()  # detached: no autograd graph
+            for name, tensor in weights:  # (the collective runs inside next(), on every rank)
                 if server is None:
                     continue
+                t = tensor.detach().to("cpu", copy=True).contiguous()  # detached: no autograd graph
                 bucket.append((name, t))
                 size += t.numel() * t.element_size()
                 if size >= self.bucket_bytes:
