@@ -238,13 +238,11 @@ def _hist_threshold(
     bucket.sub_(first)  # bucket ids in [0, n_buckets)
     del q
 
-    hist = torch.zeros(rows, n_buckets, dtype=cdt, device=x.device).scatter_add_(1, bucket, e)
-    es = torch.mul(e, s, out=ws.get("tmp", cdt, rows))
-    hist_s = torch.zeros_like(hist).scatter_add_(1, bucket, es)
-    del es
-    cum = hist.cumsum(-1, dtype=torch.float64)
-    cum_s = hist_s.cumsum(-1, dtype=torch.float64)
-    del hist, hist_s
+    hist = torch.zeros(2, rows, n_buckets, dtype=cdt, device=x.device)  # [0]: Σ e, [1]: Σ e·s per bucket
+    hist[0].scatter_add_(1, bucket, e)
+    hist[1].scatter_add_(1, bucket, torch.mul(e, s, out=ws.get("tmp", cdt, rows)))
+    cum, cum_s = hist.cumsum(-1, dtype=torch.float64)
+    del hist
     target = top_p * cum[:, -1]  # float64 and <= the total, so some bucket reaches it
     b_star = torch.searchsorted(cum, target.unsqueeze(-1)).squeeze(-1).clamp_(max=n_buckets - 1)  # first cum >= target
     before = (b_star - 1).clamp(min=0).unsqueeze(-1)
