@@ -22,9 +22,10 @@ boundary every token tied with ``θ`` is out, with the inclusive boundary every 
 Rows are processed in blocks of ``chunk_size`` rows (default: about 2**22 logits per block), forward and
 backward, so the extra memory is O(chunk_size · V) whatever the number of tokens:
 
-1. Fast pass, every block: ``softmax`` and ``torch.topk`` of 64 logits per row. When the top-64 mass
-   reaches ``p``, the threshold, the nucleus (a prefix of those 64) and its sums come from them; the
-   backward of such a row only writes its few nucleus gradients into a zeroed gradient.
+1. Fast pass, every block: ``softmax``, then ``torch.topk`` of 64 logits for the rows whose 64 largest
+   probabilities could reach ``p`` (``64·π(max) ≥ p``). When their cumulative mass does reach ``p``,
+   the threshold, the nucleus (a prefix of those 64) and its sums come from them; the backward of
+   such a row only writes its few nucleus gradients into a zeroed gradient.
 2. Histogram pass, rows whose nucleus is larger (near-uniform rows): a per-row mass histogram over
    buckets of the distance ``max - z``. The buckets are the high bits of that float's IEEE
    representation (monotone in the value, 512 buckets per binade), so bucket order is logit order.
