@@ -260,3 +260,68 @@ def _rollout_config():
     from verl.workers.config import RolloutConfig
 
     return RolloutConfig(name="hf", tensor_model_parallel_size=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the weight-sync adapter (lives in verl's ActorRolloutRefWorker), against a recording server
+# ---------------------------------------------------------------------------------------------
+class _Remote:
+    def __init__(self, log, name):
+        self.log, self.name = log, name
+
+    async def remote(self, *args, **kwargs):
+        self.log.append((self.name, args, kwargs))
+
+
+class _RecordingServer:
+    def __init__(self):
+        self.calls = []
+        self.load_weights = _Remote(self.calls, "load_weights")
+        self.finish_weight_update = _Remote(self.calls, "finish_weight_update")
+
+
+def _adapter(toy, monkeypatch, rank: int, bucket_mb: int = 1):
+    from verl.workers.config import HFModelConfig, RolloutConfig
+    from verl.workers.config.rollout import CheckpointEngineConfig
+
+    from siren_verl.verl_glue.hf_rollout import HFServerAdapter
+
+    monkeypatch.setenv("RANK", str(rank))
+    engine = CheckpointEngineConfig(update_weights_bucket_megabytes=bucket_mb)
+    cfg = RolloutConfig(name="hf", tensor_model_parallel_size=2, checkpoint_engine=engine)
+    adapter = HFServerAdapter(cfg, HFModelConfig(path=toy.model), device_mesh=None)
+    server = _RecordingServer()
+    adapter._server = server
+    return adapter, server
+
+
+def test_adapter_buckets_the_weights_and_only_the_leader_sends(toy, monkeypatch):
+    # 5 tensors of 0.5 MiB with 1 MiB buckets -> buckets of 2, 2, 1, then the end of the sync
+    tensors = [(f"w{i}", torch.full((128, 1024), float(i))) for i in range(5)]
+    drained = []
+
+    def weights():
+        for name, t in tensors:
+            drained.append(name)
+            yield name, t
+
+    leader, server = _adapter(toy, monkeypatch, rank=2)  # replica 1, rollout rank 0 (TP 2)
+    assert (leader.replica_rank, leader.rollout_rank, leader.is_leader_rank) == (1, 0, True)
+    asyncio.run(leader.update_weights(weights(), global_steps=3))
+    sent = [[n for n, _ in args[0]] for name, args, _ in server.calls if name == "load_weights"]
+    assert sent == [["w0", "w1"], ["w2", "w3"], ["w4"]]
+    assert server.calls[-1] == ("finish_weight_update", (), {"global_steps": 3})
+
+    drained.clear()
+    follower, server2 = _adapter(toy, monkeypatch, rank=3)
+    assert (follower.replica_rank, follower.is_leader_rank) == (1, False)
+    asyncio.run(follower.update_weights(weights(), global_steps=3))
+    assert drained == [n for n, _ in tensors] and server2.calls == []  # drained (collective), nothing sent
+
+
+def test_adapter_refuses_lora_and_other_wire_formats(toy, monkeypatch):
+    adapter, _ = _adapter(toy, monkeypatch, rank=0)
+    with pytest.raises(NotImplementedError, match="LoRA"):
+        asyncio.run(adapter.update_weights(iter([]), peft_config={"r": 8}))
+    with pytest.raises(NotImplementedError, match="delta_flush"):
+        asyncio.run(adapter.update_weights(iter([]), wire_format="delta_flush"))
