@@ -433,7 +433,7 @@ def _run_forward(
     cdt = _compute_dtype(logits.dtype)
     dev = logits.device
     k = min(_FAST_TOPK, vocab)
-    ws = _Workspace(block, vocab, dev)
+    ws = _Workspace(min(block, n_rows), vocab, dev)
     res = _Rows(n_rows, k, cdt, dev, need_stats, need_backward and top_p < 1.0, ws)
 
     for start, seg in _row_views(logits):
@@ -528,7 +528,7 @@ def _run_backward(logits: Tensor, grad_out: Tensor, saved: _Saved, block: int) -
     grad = alloc(logits.shape, dtype=logits.dtype, device=logits.device)
     grad_rows = grad.view(-1, vocab)
     g_all = grad_out.reshape(-1).to(cdt)
-    ws = _Workspace(block, vocab, logits.device)
+    ws = _Workspace(min(block, g_all.numel()), vocab, logits.device)
     for start, seg in _row_views(logits):
         if saved.sparse_idx is not None:
             _sparse_grad_into(grad_rows, seg, start, g_all, saved)
