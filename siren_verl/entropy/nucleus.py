@@ -538,10 +538,14 @@ def _run_backward(logits: Tensor, grad_out: Tensor, saved: _Saved, block: int) -
                 rows = start + part
                 p = _rows_of(saved, rows)
                 x = _take_rows(seg, part, span, cdt, ws)
-                if span is not None and logits.dtype == cdt:  # straight into the gradient buffer
-                    _dense_grad(x, g_all[rows], p, grad_rows[start + span.start : start + span.stop], ws)
+                dst = grad_rows[start + span.start : start + span.stop] if span is not None else None
+                if dst is not None and logits.dtype == cdt:  # straight into the gradient buffer
+                    _dense_grad(x, g_all[rows], p, dst, ws)
+                    continue
+                res = _dense_grad(x, g_all[rows], p, ws.get("grad", cdt, x.shape[0]), ws)
+                if dst is not None:
+                    dst.copy_(res)  # casts to the logits' dtype
                 else:
-                    res = _dense_grad(x, g_all[rows], p, ws.get("grad", cdt, x.shape[0]), ws)
                     grad_rows.index_copy_(0, rows, res.to(grad.dtype))
         nan = (saved.kind[start : start + seg.shape[0]] == _NAN).nonzero().squeeze(-1)
         if nan.numel():
