@@ -464,6 +464,39 @@ def test_backend_selection(monkeypatch):
         tn.use_triton_backend(x)
 
 
+def _nucleus_py_dispatches() -> bool:
+    import inspect
+
+    from siren_verl.entropy import nucleus
+
+    return "use_triton_backend" in inspect.getsource(nucleus)
+
+
+@needs_interpreter
+@pytest.mark.skipif(not _nucleus_py_dispatches(), reason="siren_verl/entropy/nucleus.py has no Triton dispatch yet")
+def test_public_api_dispatch(monkeypatch):
+    """nucleus_entropy / nucleus_stats run the kernels under SIREN_NUCLEUS_BACKEND=triton (here on CPU
+    tensors through the interpreter) and the torch path under auto for CPU tensors."""
+    from siren_verl.entropy import nucleus_entropy, nucleus_stats
+
+    x = make_rows(300, seed=15)[:6]
+    w = torch.arange(6.0)
+    monkeypatch.setenv(tn.BACKEND_ENV, "triton")
+    xr = x.clone().requires_grad_(True)
+    h = nucleus_entropy(xr.view(2, 3, 300), 0.8, "inclusive")
+    (h.view(-1) * w).sum().backward()
+    xk = x.clone().requires_grad_(True)
+    hk = tn.nucleus_entropy_triton(xk, 0.8, "inclusive")
+    (hk * w).sum().backward()
+    assert torch.equal(h.view(-1), hk) and torch.equal(xr.grad, xk.grad)
+    st = nucleus_stats(x, 0.8)
+    assert all(torch.equal(a, b) for a, b in zip(st, tn.nucleus_stats_triton(x, 0.8), strict=True))
+    monkeypatch.setenv(tn.BACKEND_ENV, "auto")
+    h_auto = nucleus_entropy(x, 0.8, "inclusive")
+    monkeypatch.setenv(tn.BACKEND_ENV, "torch")
+    assert torch.equal(h_auto, nucleus_entropy(x, 0.8, "inclusive"))  # CPU tensors: the torch path
+
+
 @once
 def test_module_imports_without_triton():
     code = (
