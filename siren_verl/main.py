@@ -61,6 +61,14 @@ def compose_config(overrides: list[str], config_name: str = DEFAULT_CONFIG, conf
         return compose(config_name=config_name, overrides=extra + list(overrides))
 
 
+def starts_local_ray(address: str | None, environ=os.environ) -> bool:
+    """Whether verl's `ray.init(address=...)` will start a new local cluster (True) or connect to a
+    running one (False), by Ray's own rules: "local" starts one; None falls back to RAY_ADDRESS."""
+    if address is None:
+        return not environ.get("RAY_ADDRESS")
+    return address == "local"
+
+
 def _logical_cpus_needed(config, n_gpus: int) -> int:
     """Ray CPUs verl's actors ask for, so that scheduling on a CPU machine never waits forever:
     TaskRunner 1, TransferQueue controller 1 + storage units, 3 per worker bundle (verl's
@@ -98,15 +106,19 @@ def prepare_config(config) -> None:
             config.trainer.device = "cpu"
             ray_init = config.ray_kwargs.ray_init
             n_gpus = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
-            # verl's resource pools ask Ray for GPUs: on CPU they are logical (see cpu_platform.py)
-            if ray_init.get("num_gpus") is None:
-                ray_init.num_gpus = n_gpus
+            # verl's resource pools ask Ray for GPUs: on CPU they are logical (see cpu_platform.py).
+            # Only a cluster this process starts takes them from ray.init; an existing cluster (a Ray
+            # job, RAY_ADDRESS, address=auto) declared its own with `ray start --num-gpus`, and Ray
+            # refuses num_cpus/num_gpus when connecting to it.
+            if starts_local_ray(ray_init.get("address")):
+                if ray_init.get("num_gpus") is None:
+                    ray_init.num_gpus = n_gpus
+                if ray_init.get("num_cpus") is None:
+                    ray_init.num_cpus = max(os.cpu_count() or 1, _logical_cpus_needed(config, n_gpus))
             storage = OmegaConf.select(config, "transfer_queue.backend.SimpleStorage")
             if storage is not None and storage.get("num_data_storage_units") == 8:
                 # verl's default of 8 TransferQueue storage actors (~0.5 GB each) is for GPU nodes
                 storage.num_data_storage_units = 2
-            if ray_init.get("num_cpus") is None:
-                ray_init.num_cpus = max(os.cpu_count() or 1, _logical_cpus_needed(config, n_gpus))
             env_vars = ray_init.runtime_env.get("env_vars") or {}
             env_vars = dict(env_vars)
             env_vars.setdefault("VERL_PLATFORM", "cpu")

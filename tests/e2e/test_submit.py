@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -42,6 +43,10 @@ def test_submit_cpu_run_to_a_local_head(tmp_path, toy_dir, e2e):
         assert (out / "checkpoints" / "global_step_1" / "entropy_control.json").exists()
     finally:
         head.stop()
+    # stop() SIGKILLs stragglers by pid: give the kernel a moment to take them down under load
+    deadline = time.monotonic() + 15
+    while e2e.processes_mentioning(head.temp_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert e2e.processes_mentioning(head.temp_dir) == []
 
 

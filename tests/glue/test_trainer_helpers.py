@@ -108,3 +108,14 @@ def test_reward_flags_from_reward_loop_extra_fields():
     assert m["reward/timeouts"] == 1.0 and m["reward/parse_failures"] == 2.0
     # a reward function without these flags (the toy reward): nothing logged, never 0
     assert reward_flag_metrics({"extra_fields": [{"reward_extra_info": {"acc": True}}]}, [0]) == {}
+
+
+def test_logical_ray_resources_only_for_a_cluster_we_start():
+    from siren_verl.main import starts_local_ray
+
+    assert starts_local_ray(None, environ={})
+    assert starts_local_ray("local", environ={"RAY_ADDRESS": "http://127.0.0.1:8265"})
+    # inside a Ray job (RAY_ADDRESS set) or with an explicit address: connect, pass no num_cpus/num_gpus
+    assert not starts_local_ray(None, environ={"RAY_ADDRESS": "127.0.0.1:6379"})
+    assert not starts_local_ray("auto", environ={})
+    assert not starts_local_ray("127.0.0.1:6379", environ={})
