@@ -468,3 +468,37 @@ def test_backward_keeps_no_vocab_sized_intermediates() -> None:
     assert saved[0] is x or saved[0].data_ptr() == x.data_ptr()
     extra = sum(t.numel() for t in saved[1:])
     assert extra <= z.shape[0] * (64 + 8)
+
+
+def test_every_vocab_sized_step_works_on_at_most_chunk_size_rows(monkeypatch) -> None:
+    # SPEC §1: extra memory bounded by the chunk, forward and backward. White-box: every function that
+    # touches [rows, V] data, and every workspace buffer, sees at most chunk_size rows.
+    import siren_verl.entropy.nucleus as impl
+
+    seen: list[int] = []
+
+    def spy(name):
+        real = getattr(impl, name)
+
+        def wrapped(x, *args, **kwargs):
+            seen.append(x.shape[0])
+            return real(x, *args, **kwargs)
+
+        monkeypatch.setattr(impl, name, wrapped)
+
+    for name in ("_fast_pass", "_hist_pass", "_p_one_pass", "_dense_grad"):
+        spy(name)
+    real_get = impl._Workspace.get
+
+    def get(self, name, dtype, rows):
+        buf = real_get(self, name, dtype, rows)
+        seen.append(self.bufs[name].shape[0])
+        return buf
+
+    monkeypatch.setattr(impl._Workspace, "get", get)
+    z = torch.cat([make_logits("peaked", 7, 2000, 18), make_logits("near_uniform", 7, 2000, 19)])
+    for p in (0.8, 1.0):
+        x = z.clone().requires_grad_(True)
+        nucleus_entropy(x, p, chunk_size=3).sum().backward()
+        nucleus_stats(z, p, chunk_size=3)
+    assert seen and max(seen) <= 3
