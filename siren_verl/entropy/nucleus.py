@@ -578,6 +578,14 @@ class _NucleusEntropy(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------
 
 
+def _triton_path(logits: Tensor) -> bool:
+    """SIREN_NUCLEUS_BACKEND=auto|torch|triton (default auto: the Triton kernels of
+    siren_verl.entropy.triton_nucleus for CUDA tensors when triton is importable, else this torch path)."""
+    from siren_verl.entropy.triton_nucleus import use_triton_backend
+
+    return use_triton_backend(logits)
+
+
 def nucleus_entropy(
     logits: Tensor, top_p: float = 0.8, boundary: str = "exclusive", chunk_size: int | None = None
 ) -> Tensor:
@@ -600,6 +608,10 @@ def nucleus_entropy(
     block = _block_rows(logits.shape[-1], chunk_size)
     if logits.numel() == 0:
         return torch.zeros(logits.shape[:-1], dtype=_compute_dtype(logits.dtype), device=logits.device)
+    if _triton_path(logits):  # same maths on the GPU (chunk_size unused: O(T) extra memory there)
+        from siren_verl.entropy.triton_nucleus import nucleus_entropy_triton
+
+        return nucleus_entropy_triton(logits, top_p, boundary)
     if torch.is_grad_enabled() and logits.requires_grad:
         return _NucleusEntropy.apply(logits, top_p, inclusive, block)
     entropy, _, _, _ = _run_forward(logits.detach(), top_p, inclusive, block, need_stats=False, need_backward=False)
@@ -619,5 +631,9 @@ def nucleus_stats(
         cdt = _compute_dtype(logits.dtype)
         empty = torch.zeros(lead, dtype=cdt, device=logits.device)
         return NucleusStats(empty, torch.zeros(lead, dtype=torch.int64, device=logits.device), empty.clone())
+    if _triton_path(logits):  # same maths on the GPU
+        from siren_verl.entropy.triton_nucleus import nucleus_stats_triton
+
+        return NucleusStats(*nucleus_stats_triton(logits, float(top_p), boundary))
     entropy, size, full, _ = _run_forward(logits.detach(), float(top_p), inclusive, block, need_stats=True, need_backward=False)
     return NucleusStats(entropy, size, full)
