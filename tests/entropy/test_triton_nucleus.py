@@ -603,6 +603,7 @@ def test_cuda_compiled_kernels_match_the_torch_path():
     """On a GPU: the compiled kernels (not the interpreter) agree with the torch path (itself tested
     against a float64 brute force), forward, sizes and gradient, at V = 152064."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env[tn.BACKEND_ENV] = "auto"  # the reference calls get CPU tensors: the torch path
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", _CUDA_CHECK], env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0 and "cuda ok" in out.stdout, (out.stdout + out.stderr)[-4000:]
