@@ -6,11 +6,12 @@
 # Trains the toy model (`siren-verl train --config-name $CONFIG`, the tiny Qwen2 on modular
 # arithmetic) once per method and seed, for the same number of steps, every run from the same
 # starting policy (INIT):
-#   format  (default) the toy model after a short supervised format warm-up
-#           (scripts/experiments/warm_start.py): it answers "<digit><|im_end|>" with the digit
-#           uniform -- ~ln 10 nats on the answer token, ~0 on the end token, 10% reward -- so that
-#           entropy can fall AND rise, as from the papers' base models
-#   random  the toy model as built: a random network, next-token entropy within ~1% of ln V
+#   random  (default) the toy model as built: a random network, next-token entropy within 1% of
+#           ln 27 = 3.30 nats -- entropy can fall, but hardly rise
+#   format  the toy model after a short supervised format warm-up
+#           (scripts/experiments/warm_start.py): "<digit><|im_end|>" with the digit uniform, so
+#           that entropy has room to rise as well. With the preset's lr (3e-3) GRPO knocks this
+#           start over in its first steps (docs/experiments.md); use it with a lower lr.
 # The methods:
 #   none   plain GRPO
 #   naive  entropy bonus -β·H with a LARGE β (NAIVE_COEF), the run the papers warn about
@@ -29,7 +30,7 @@
 #   NAIVE_COEF [0.1]      β of the naive bonus
 #   FORKING_EVERY [4]     SIREN's forking-token report every N steps (0 = off)
 #   CONFIG [cpu_learn]    the CPU preset the runs start from
-#   INIT [format]         the starting policy: format | random (see above)
+#   INIT [random]         the starting policy: random | format (see above)
 #   TOY_DIR [OUT_DIR/toy] the toy model + data, built there by this checkout's builder if missing
 #                         (siren_toy.dir; a fresh folder, never a cache built by older code)
 #   DOCS_PNG [docs/entropy_dynamics.png]  where the figure is copied ("" = no copy)
@@ -51,7 +52,7 @@ METHODS=${METHODS:-none naive siren par}
 NAIVE_COEF=${NAIVE_COEF:-0.1}
 FORKING_EVERY=${FORKING_EVERY:-4}
 CONFIG=${CONFIG:-cpu_learn}
-INIT=${INIT:-format}
+INIT=${INIT:-random}
 TOY_DIR=${TOY_DIR:-$OUT_DIR/toy}
 DOCS_PNG=${DOCS_PNG-docs/entropy_dynamics.png}
 NICE=${NICE:-10}

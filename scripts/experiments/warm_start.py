@@ -3,13 +3,19 @@ FORMAT warm-up, so that RL starts the way the papers' runs do -- from a model th
 well-formed answers but is unsure which answer is right -- instead of from a random network whose
 next-token distribution is almost uniform (entropy within a few percent of ln V, no room to "blow up").
 
-    python scripts/experiments/warm_start.py --out DIR [--toy-dir TOY] [--steps 150] [--seed 0]
+    python scripts/experiments/warm_start.py --out DIR [--toy-dir TOY] [--steps 40] [--seed 0]
 
 What it learns: for every training prompt of the toy task, the response "<d><|im_end|>" with the
 digit d drawn uniformly from 0-9 afresh at each step, INDEPENDENTLY of the prompt's answer. Cross-
 entropy on those two response tokens drives the policy towards "some digit, uniformly, then stop":
-about ln 10 = 2.30 nats on the answer token and little on the end token, and a chance accuracy of
-about 1/10. It knows the format and nothing of the arithmetic; GRPO has to learn that.
+with the defaults (40 steps of 128 rows) about 2.37 nats on the answer token (ln 10 = 2.30) and
+0.10 on the end token, and a chance accuracy of about 1/10. It knows the format and nothing of the
+arithmetic; GRPO has to learn that.
+
+Caution (measured, docs/experiments.md): with the CPU presets' learning rate (Adam, lr 3e-3) GRPO
+knocks this policy off its format within its first steps -- after a 150-step warm-up ppo_kl reached
+2.6 at step 2, after the default 40 steps 0.52 at step 1, and in both runs the end token's entropy
+rose from ~0.1 to ~2 nats. Use this start with a lower lr.
 
 Writes DIR (model + tokenizer, `save_pretrained`, usable as `actor_rollout_ref.model.path`) and
 DIR/warm_start.json (the settings and the measured entropies). An existing DIR written with the same
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--toy-dir", default=None, help="toy assets (default: $SIREN_VERL_TOY_DIR or the cache)"
     )
-    parser.add_argument("--steps", type=int, default=150, help="optimizer steps (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=128, help="rows per step (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")

@@ -154,6 +154,26 @@ def test_dry_run_defaults(tmp_path):
     assert value(naive, "entropy_control.coef") == "0.1"
 
 
+def test_dry_run_format_start_warms_up_first_and_every_run_starts_from_it(tmp_path):
+    out = tmp_path / "exp"
+    proc = run_script(["--dry-run"], tmp_path, INIT="format", OUT_DIR=str(out))
+    assert proc.returncode == 0, proc.stderr
+    lines = [shlex.split(line) for line in proc.stdout.splitlines() if line.strip()]
+    warm = lines[0]
+    assert warm[warm.index("--out") + 1] == str(out / "init-model")
+    assert any(w.endswith("warm_start.py") for w in warm)
+    assert warm[warm.index("--toy-dir") + 1] == str(out / "toy")
+    for words in train_commands(proc.stdout):
+        ov = overrides_of(words)
+        assert value(ov, "actor_rollout_ref.model.path") == str(out / "init-model")
+        assert value(ov, "siren_toy.dir") == str(out / "toy")
+    random_start = run_script(["--dry-run"], tmp_path, OUT_DIR=str(out))
+    assert "warm_start.py" not in random_start.stdout
+    for words in train_commands(random_start.stdout):
+        with pytest.raises(KeyError):
+            value(overrides_of(words), "actor_rollout_ref.model.path")
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -163,6 +183,7 @@ def test_dry_run_defaults(tmp_path):
         ({"SEEDS": " "}, "SEEDS is empty"),
         ({"METHODS": "none aer"}, "METHODS: 'aer'"),
         ({"FORKING_EVERY": "-1"}, "FORKING_EVERY=-1"),
+        ({"INIT": "pretrained"}, "INIT=pretrained"),
     ],
 )
 def test_bad_settings_are_refused_by_name(tmp_path, env, message):
