@@ -17,6 +17,8 @@
 #   naive  entropy bonus -β·H with a LARGE β (NAIVE_COEF), the run the papers warn about
 #   siren  SIREN with its defaults, plus the forking-token report every FORKING_EVERY steps
 #   par    Positive-Advantage Reweighting with its defaults (entropy-guided λ)
+# naive and siren also take their β after an @: `siren@10` is SIREN with β = 10 (run dir
+# siren-b10-seed<s>), `naive@0.5` the bonus with β = 0.5.
 # then draws every run into one figure with `siren-verl plot` and prints a summary table
 # (scripts/experiments/summarize.py). Extra arguments are Hydra overrides for every run (they come
 # last, so they win). One training at a time; runs finished earlier (RUN_DIR/DONE) are skipped.
@@ -26,7 +28,7 @@
 #   SEEDS ["1"]           space-separated seeds; seed s sets the data, rollout and mini-batch seeds
 #   OUT_DIR [outputs/entropy_dynamics]   each run in OUT_DIR/<method>-seed<s>/ (metrics.jsonl,
 #                         train.log, forking_tokens.jsonl for SIREN); the figure in OUT_DIR
-#   METHODS ["none naive siren par"]
+#   METHODS ["none naive siren siren@10 par"]
 #   NAIVE_COEF [0.1]      β of the naive bonus
 #   FORKING_EVERY [4]     SIREN's forking-token report every N steps (0 = off)
 #   CONFIG [cpu_learn]    the CPU preset the runs start from
@@ -48,7 +50,7 @@ cd "$ROOT"
 STEPS=${STEPS:-16}
 SEEDS=${SEEDS:-1}
 OUT_DIR=${OUT_DIR:-outputs/entropy_dynamics}
-METHODS=${METHODS:-none naive siren par}
+METHODS=${METHODS:-none naive siren siren@10 par}
 NAIVE_COEF=${NAIVE_COEF:-0.1}
 FORKING_EVERY=${FORKING_EVERY:-4}
 CONFIG=${CONFIG:-cpu_learn}
@@ -90,10 +92,14 @@ die() {
 for seed in $SEEDS; do
     [[ "$seed" =~ ^[0-9]+$ ]] || die "SEEDS: '$seed' is not a non-negative integer"
 done
-for method in $METHODS; do
-    case "$method" in
+for entry in $METHODS; do
+    case "$entry" in
         none | naive | siren | par) ;;
-        *) die "METHODS: '$method' is not one of none naive siren par" ;;
+        naive@* | siren@*)
+            [[ "${entry#*@}" =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]] ||
+                die "METHODS: '$entry': the β after @ must be a non-negative number"
+            ;;
+        *) die "METHODS: '$entry' is not one of none naive siren par (naive and siren may add @β)" ;;
     esac
 done
 case "$INIT" in
@@ -104,14 +110,15 @@ OUT_DIR=$(realpath -m "$OUT_DIR")   # the trainer's Ray workers need absolute pa
 TOY_DIR=$(realpath -m "$TOY_DIR")
 INIT_MODEL="$OUT_DIR/init-model"
 
-# The overrides that make method $1 with seed $2 one run of this experiment, logging into $3.
+# The overrides that make method $1 (β $2, "" = the default) with seed $3 one run of this
+# experiment named $4, logging into $5.
 run_overrides() {
-    local method=$1 seed=$2 run_dir=$3
+    local method=$1 beta=$2 seed=$3 name=$4 run_dir=$5
     local overrides=(
         "entropy_control.method=$method"
         "trainer.total_training_steps=$STEPS"
         "siren_toy.dir=$TOY_DIR"
-        "trainer.experiment_name=$method-seed$seed"
+        "trainer.experiment_name=$name"
         # seeds: prompt order, rollout sampling, PPO mini-batch shuffling (the initial model is fixed)
         "data.seed=$seed"
         "actor_rollout_ref.rollout.seed=$seed"
@@ -128,10 +135,14 @@ run_overrides() {
     if [[ "$INIT" == format ]]; then
         overrides+=("actor_rollout_ref.model.path=$INIT_MODEL")
     fi
-    case "$method" in
-        naive) overrides+=("entropy_control.coef=$NAIVE_COEF") ;;
-        siren) overrides+=("entropy_control.forking_report.every_n_steps=$FORKING_EVERY") ;;
-    esac
+    if [[ "$method" == naive ]]; then
+        overrides+=("entropy_control.coef=${beta:-$NAIVE_COEF}")
+    elif [[ -n "$beta" ]]; then
+        overrides+=("entropy_control.coef=$beta")
+    fi
+    if [[ "$method" == siren ]]; then
+        overrides+=("entropy_control.forking_report.every_n_steps=$FORKING_EVERY")
+    fi
     printf '%s\n' "${overrides[@]}"
 }
 
@@ -155,19 +166,25 @@ fi
 run_dirs=()
 labels=()
 for seed in $SEEDS; do
-    for method in $METHODS; do
+    for entry in $METHODS; do
+        method=${entry%%@*}
+        beta=""
         name="$method-seed$seed"
+        if [[ "$entry" == *@* ]]; then
+            beta=${entry#*@}
+            name="$method-b$beta-seed$seed"
+        fi
         run_dir="$OUT_DIR/$name"
         run_dirs+=("$run_dir")
         case "$method" in
             none) label="GRPO" ;;
-            naive) label="naive β=$NAIVE_COEF" ;;
-            siren) label="SIREN" ;;
+            naive) label="naive β=${beta:-$NAIVE_COEF}" ;;
+            siren) label="SIREN${beta:+ β=$beta}" ;;
             par) label="PAR" ;;
         esac
         labels+=("$label s$seed")
 
-        mapfile -t overrides < <(run_overrides "$method" "$seed" "$run_dir")
+        mapfile -t overrides < <(run_overrides "$method" "$beta" "$seed" "$name" "$run_dir")
         cmd=(nice -n "$NICE" env -u RAY_ADDRESS "$SIREN_VERL" train --config-name "$CONFIG"
             "${overrides[@]}" "${EXTRA_OVERRIDES[@]}")
         if ((DRY_RUN)); then

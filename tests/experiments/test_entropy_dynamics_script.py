@@ -23,7 +23,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "experiments" / "entropy_dynamics.sh"
 SUMMARIZE = REPO / "scripts" / "experiments" / "summarize.py"
-METHODS = ["none", "naive", "siren", "par"]
+METHODS = ["none", "naive", "siren", "siren@10", "par"]  # the script's default list
+
+
+def run_name(entry: str, seed: str) -> str:
+    """`siren@10`, seed 1 -> `siren-b10-seed1`; `par` -> `par-seed1` (the script's run dirs)."""
+    method, _, beta = entry.partition("@")
+    return f"{method}-b{beta}-seed{seed}" if beta else f"{method}-seed{seed}"
+
+
+def entry_of(overrides: list[str]) -> str:
+    """A run's METHODS entry, read back from its overrides (its experiment name)."""
+    name = value(overrides, "trainer.experiment_name").rsplit("-seed", 1)[0]
+    method, _, beta = name.partition("-b")
+    return f"{method}@{beta}" if beta else method
 
 
 def load_summarize():
@@ -98,15 +111,16 @@ def test_dry_run_prints_one_run_per_method_and_seed(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert not out.exists(), "a dry run must not create anything"
     commands = train_commands(proc.stdout)
-    assert len(commands) == 8
+    assert len(commands) == 10
     seen = []
     for words in commands:
         assert words[:3] == ["nice", "-n", "10"]
         assert words[words.index("--config-name") + 1] == "cpu_learn"
         ov = overrides_of(words)
-        method, seed = value(ov, "entropy_control.method"), value(ov, "data.seed")
-        seen.append((method, seed))
-        run_dir = out / f"{method}-seed{seed}"
+        method, seed, entry = value(ov, "entropy_control.method"), value(ov, "data.seed"), entry_of(ov)
+        assert entry.split("@")[0] == method
+        seen.append((entry, seed))
+        run_dir = out / run_name(entry, seed)
         assert value(ov, "trainer.total_training_steps") == "7"
         assert value(ov, "actor_rollout_ref.rollout.seed") == seed
         assert value(ov, "actor_rollout_ref.actor.data_loader_seed") == seed
@@ -120,6 +134,8 @@ def test_dry_run_prints_one_run_per_method_and_seed(tmp_path):
         assert ov[-1] == "actor_rollout_ref.actor.optim.lr=1e-3"
         if method == "naive":
             assert value(ov, "entropy_control.coef") == "0.2"
+        elif entry == "siren@10":
+            assert value(ov, "entropy_control.coef") == "10"
         else:
             with pytest.raises(KeyError):
                 value(ov, "entropy_control.coef")
@@ -134,8 +150,10 @@ def test_dry_run_prints_one_run_per_method_and_seed(tmp_path):
     assert len(plot) == 1
     words = plot[0]
     assert words[words.index("plot") + 1 : words.index("--labels")] == [
-        str(out / f"{m}-seed{s}") for s in ("3", "5") for m in METHODS
+        str(out / run_name(m, s)) for s in ("3", "5") for m in METHODS
     ]
+    labels = words[words.index("--labels") + 1 : words.index("--metrics")]
+    assert labels[:5] == ["GRPO s3", "naive β=0.2 s3", "SIREN s3", "SIREN β=10 s3", "PAR s3"]
     assert words[-2:] == ["-o", str(out / "entropy_dynamics.png")]
     assert f"cp {out / 'entropy_dynamics.png'} docs/entropy_dynamics.png" in proc.stdout
 
@@ -144,7 +162,7 @@ def test_dry_run_defaults(tmp_path):
     proc = run_script(["--dry-run"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     commands = train_commands(proc.stdout)
-    assert [value(overrides_of(w), "entropy_control.method") for w in commands] == METHODS
+    assert [entry_of(overrides_of(w)) for w in commands] == METHODS
     for words in commands:
         ov = overrides_of(words)
         assert value(ov, "trainer.total_training_steps") == "16"
@@ -182,6 +200,9 @@ def test_dry_run_format_start_warms_up_first_and_every_run_starts_from_it(tmp_pa
         ({"SEEDS": "1 x"}, "SEEDS: 'x'"),
         ({"SEEDS": " "}, "SEEDS is empty"),
         ({"METHODS": "none aer"}, "METHODS: 'aer'"),
+        ({"METHODS": "par@1"}, "METHODS: 'par@1'"),
+        ({"METHODS": "siren@x"}, "METHODS: 'siren@x': the β after @"),
+        ({"METHODS": "naive@-1"}, "METHODS: 'naive@-1'"),
         ({"FORKING_EVERY": "-1"}, "FORKING_EVERY=-1"),
         ({"INIT": "pretrained"}, "INIT=pretrained"),
     ],
@@ -211,10 +232,12 @@ def test_dry_run_overrides_compose_into_valid_configs(tmp_path):
         assert config.trainer.total_training_steps == 5
         assert OmegaConf.select(
             config, "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"
-        ) == str(tmp_path / "exp" / f"{method}-seed1" / "metrics.jsonl")
+        ) == str(tmp_path / "exp" / run_name(entry_of(ov), "1") / "metrics.jsonl")
         spec = method_spec_from_config(config)
         if method == "naive":
             assert config.entropy_control.coef == pytest.approx(0.1)
+        if entry_of(ov) == "siren@10":
+            assert config.entropy_control.coef == pytest.approx(10.0) and spec.coef == pytest.approx(10.0)
         assert spec is not None
 
 
@@ -264,11 +287,11 @@ def test_full_pass_with_a_stand_in_trainer(tmp_path, stub):
     proc = run_script([], tmp_path, STEPS="3", OUT_DIR=str(out), DOCS_PNG=str(docs_png), **env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     calls = log.read_text().splitlines()
-    assert [c.split()[0] for c in calls] == ["train"] * 4 + ["plot"]
-    for method in METHODS:
-        run_dir = out / f"{method}-seed1"
+    assert [c.split()[0] for c in calls] == ["train"] * 5 + ["plot"]
+    for entry in METHODS:
+        run_dir = out / run_name(entry, "1")
         assert (run_dir / "DONE").is_file()
-        assert f"entropy_control.method={method}" in (run_dir / "command.txt").read_text()
+        assert f"entropy_control.method={entry.split('@')[0]}" in (run_dir / "command.txt").read_text()
         assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3
     assert docs_png.read_text() == "png\n"
     summary = (out / "summary.md").read_text()
@@ -281,7 +304,7 @@ def test_full_pass_with_a_stand_in_trainer(tmp_path, stub):
     proc = run_script([], tmp_path, STEPS="3", OUT_DIR=str(out), DOCS_PNG="", **env)
     assert proc.returncode == 0, proc.stderr
     assert [c.split()[0] for c in log.read_text().splitlines()] == ["plot"]
-    assert proc.stdout.count("skipped") == 4
+    assert proc.stdout.count("skipped") == 5
 
 
 def test_a_failed_run_stops_the_experiment(tmp_path, stub):
@@ -292,7 +315,7 @@ def test_a_failed_run_stops_the_experiment(tmp_path, stub):
     assert "siren-seed1: FAILED" in proc.stderr and "boom in siren" in proc.stderr
     assert (out / "naive-seed1" / "DONE").is_file()
     assert not (out / "siren-seed1" / "DONE").exists()
-    assert not (out / "par-seed1").exists()
+    assert not (out / "siren-b10-seed1").exists() and not (out / "par-seed1").exists()
     assert "plot" not in log.read_text()
 
 
