@@ -136,6 +136,70 @@ def prepare_config(config) -> None:
     return spec
 
 
+def file_logger_path(config, environ=os.environ) -> str | None:
+    """Where verl's file logger will write this run's metrics (verl/utils/tracking.py FileLogger:
+    $VERL_FILE_LOGGER_PATH, else ${VERL_FILE_LOGGER_ROOT:-.}/<project>/<experiment>.jsonl), the Ray
+    runtime env's variables winning over this process's; None when the file logger is off."""
+    from omegaconf import OmegaConf
+
+    loggers = OmegaConf.select(config, "trainer.logger", default=None)
+    loggers = [loggers] if isinstance(loggers, str) else list(loggers or [])
+    if "file" not in loggers:
+        return None
+    env_vars = OmegaConf.select(config, "ray_kwargs.ray_init.runtime_env.env_vars", default=None) or {}
+
+    def var(name):
+        value = env_vars.get(name)
+        return str(value) if value is not None else environ.get(name)
+
+    path = var("VERL_FILE_LOGGER_PATH")
+    if not path:
+        root = os.path.expanduser(var("VERL_FILE_LOGGER_ROOT") or ".")
+        path = os.path.join(root, str(config.trainer.project_name), f"{config.trainer.experiment_name}.jsonl")
+    return os.path.abspath(path)
+
+
+def keep_earlier_metrics(path: str | None, resuming: bool, now: str | None = None) -> str | None:
+    """verl's file logger opens its file with "wb", so a second launch at the same path would erase
+    the metrics already there. Nothing is lost instead:
+    * resuming (a checkpoint will be loaded): the file is the same run's earlier part; it becomes
+      the segment <stem>.until-<time>.jsonl, which `siren-verl plot` merges back
+      (siren_verl/viz/logs.py);
+    * a fresh start: the file and its segments belong to an earlier run; they move into the folder
+      <stem>.earlier-<time>/ beside it (kept, and never merged into the new run).
+    Returns where they went, or None when there was nothing to keep."""
+    import glob
+    import time
+
+    if not path:
+        return None
+    stem, ext = os.path.splitext(path)
+    current = [path] if os.path.isfile(path) and os.path.getsize(path) > 0 else []
+    segments = sorted(glob.glob(glob.escape(stem) + ".*" + ext))
+    now = now or time.strftime("%Y%m%d-%H%M%S")
+    if resuming:
+        if not current:
+            return None
+        target = f"{stem}.until-{now}{ext}"
+        n = 1
+        while os.path.exists(target):
+            n += 1
+            target = f"{stem}.until-{now}-{n}{ext}"
+        os.replace(path, target)
+        return target
+    if not current and not segments:
+        return None
+    folder = f"{stem}.earlier-{now}"
+    n = 1
+    while os.path.exists(folder):
+        n += 1
+        folder = f"{stem}.earlier-{now}-{n}"
+    os.makedirs(folder)
+    for file in current + segments:
+        os.replace(file, os.path.join(folder, os.path.basename(file)))
+    return folder
+
+
 def run(config) -> None:
     from verl.trainer.main_ppo import run_ppo
 
@@ -174,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[siren-verl] entropy_control: {spec.summary()}", flush=True)
     if args.check:
         return 0
+    # the file logger runs in a Ray worker: on this machine only when this process starts the cluster
+    if starts_local_ray(OmegaConf.select(config, "ray_kwargs.ray_init.address", default=None)):
+        from siren_verl.verl_glue.trainer import resume_folder
+
+        moved = keep_earlier_metrics(file_logger_path(config), resuming=resume_folder(config) is not None)
+        if moved:
+            print(f"[siren-verl] earlier metrics of this run kept in {moved}", flush=True)
     run(config)
     return 0
 

@@ -6,9 +6,10 @@ Two sources, both written by verl 0.9.1's ``verl.utils.tracking.Tracking``:
   per ``Tracking.log`` call, ``{"step": <int>, "data": {<metric>: <value>, ...}}``, to
   ``$VERL_FILE_LOGGER_PATH`` if set, else ``${VERL_FILE_LOGGER_ROOT:-.}/<project_name>/<experiment_name>.jsonl``.
   It serialises with orjson, which writes NaN as ``null``; we read ``null`` as "not logged".
-  The file is opened with mode ``"wb"``: a resumed run that reuses the same path overwrites it, so a
-  resumed run should log to a new segment beside it (``metrics.<anything>.jsonl``); a run directory's
-  ``metrics.jsonl`` and its ``metrics.*.jsonl`` segments are merged in modification-time order.
+  The file is opened with mode ``"wb"``: a resumed run that reuses the same path overwrites it, so the
+  earlier file is moved aside first (``siren-verl train`` and the recipes do this) to a segment beside
+  it, ``<stem>.<anything>.jsonl`` (e.g. ``metrics.until-<time>.jsonl``); a log and its segments are
+  merged in modification-time order, whether the log is given as a file or found in a run directory.
 * **TensorBoard** (``trainer.logger=[..., tensorboard]``): ``SummaryWriter.add_scalar`` per metric,
   in ``$TENSORBOARD_DIR`` or ``tensorboard_log/<project_name>/<experiment_name>``.
 
@@ -201,8 +202,10 @@ def find_file_logger_jsonl(run_dir: Path) -> list[Path]:
         if len(preferred) == 1:
             segments = [p for p in candidates if p.parent == preferred[0].parent and p.match(SEGMENT_GLOB)]
             return sorted(set(preferred + segments), key=lambda p: (p.stat().st_mtime_ns, p.name))
-        if len(candidates) == 1:
-            return candidates
+        # one log and its segments (<experiment>.jsonl + <experiment>.until-<time>.jsonl)
+        logs = {(p.parent, p.name.split(".", 1)[0]) for p in candidates}
+        if len(logs) == 1:
+            return sorted(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name))
         listed = ", ".join(str(p) for p in candidates)
         raise RunLogError(
             f"{run_dir}: several verl file-logger logs found ({listed}); pass the one you mean as RUN_DIR"
@@ -244,6 +247,25 @@ def run_name(path: Path) -> str:
     return path.name
 
 
+def segments_of(log: Path) -> list[Path]:
+    """A file-logger JSONL and its earlier segments ``<stem>.*.jsonl`` beside it (a resumed run's
+    moved-aside logs), oldest first."""
+    segments = [
+        p
+        for p in log.parent.glob(f"{log.stem}.*.jsonl")
+        if p.is_file() and p != log and p.name not in NON_METRIC_JSONL_NAMES and looks_like_file_logger_jsonl(p)
+    ]
+    return sorted([log, *segments], key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def _merged_jsonl(label: str, files: list[Path]) -> RunLog:
+    steps: dict[int, dict[str, float]] = {}
+    for file in files:  # oldest first: a later segment wins on an equal (step, metric)
+        for step, metrics in read_file_logger_jsonl(file).items():
+            merge_step_metrics(steps, step, metrics)
+    return RunLog(label, files[-1], "jsonl", steps, tuple(files))
+
+
 def load_run(path: str | Path, name: str | None = None) -> RunLog:
     """Load a run from a file-logger JSONL file, a TensorBoard event file, or a directory holding one.
 
@@ -258,18 +280,14 @@ def load_run(path: str | Path, name: str | None = None) -> RunLog:
         if TFEVENTS_MARKER in path.name:
             return RunLog(label, path, "tensorboard", read_tensorboard(path))
         if path.suffix == ".jsonl":
-            return RunLog(label, path, "jsonl", read_file_logger_jsonl(path), (path,))
+            return _merged_jsonl(label, segments_of(path))
         raise RunLogError(
             f"{path}: not a metrics log; expected a verl file-logger *.jsonl, a TensorBoard "
             "events.out.tfevents.* file, or a directory holding one"
         )
     jsonl_files = find_file_logger_jsonl(path)
     if jsonl_files:
-        steps: dict[int, dict[str, float]] = {}
-        for file in jsonl_files:  # oldest first: a later segment wins on an equal (step, metric)
-            for step, metrics in read_file_logger_jsonl(file).items():
-                merge_step_metrics(steps, step, metrics)
-        return RunLog(label, jsonl_files[-1], "jsonl", steps, tuple(jsonl_files))
+        return _merged_jsonl(label, jsonl_files)
     tb_dir = find_tensorboard_dir(path)
     if tb_dir is not None:
         return RunLog(label, tb_dir, "tensorboard", read_tensorboard(tb_dir))

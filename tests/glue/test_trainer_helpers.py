@@ -1,6 +1,7 @@
 """Pure helpers of the siren_sync trainer: the start-up worker check, the run directory of the
 forking-token report, the settings read off verl's config."""
 
+import os
 import types
 
 import pytest
@@ -119,3 +120,51 @@ def test_logical_ray_resources_only_for_a_cluster_we_start():
     assert not starts_local_ray(None, environ={"RAY_ADDRESS": "127.0.0.1:6379"})
     assert not starts_local_ray("auto", environ={})
     assert not starts_local_ray("127.0.0.1:6379", environ={})
+
+
+def test_file_logger_path_follows_verls_rules(tmp_path):
+    from omegaconf import OmegaConf
+
+    from siren_verl.main import file_logger_path
+
+    config = OmegaConf.create(
+        {
+            "trainer": {"logger": ["console", "file"], "project_name": "p", "experiment_name": "e"},
+            "ray_kwargs": {"ray_init": {"runtime_env": {"env_vars": {}}}},
+        }
+    )
+    assert file_logger_path(config, environ={}) == os.path.abspath(os.path.join(".", "p", "e.jsonl"))
+    assert file_logger_path(config, environ={"VERL_FILE_LOGGER_ROOT": str(tmp_path)}) == str(tmp_path / "p" / "e.jsonl")
+    config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH = str(tmp_path / "m.jsonl")
+    # the Ray runtime env reaches the worker that logs: it wins over this process's environment
+    assert file_logger_path(config, environ={"VERL_FILE_LOGGER_PATH": "/elsewhere.jsonl"}) == str(tmp_path / "m.jsonl")
+    config.trainer.logger = "console"
+    assert file_logger_path(config, environ={}) is None
+
+
+def test_earlier_metrics_are_kept_a_resume_as_a_segment_a_fresh_start_set_aside(tmp_path):
+    from siren_verl.main import keep_earlier_metrics
+    from siren_verl.viz.logs import load_run
+
+    log = tmp_path / "exp.jsonl"
+    assert keep_earlier_metrics(str(log), resuming=True) is None  # nothing there yet
+    assert keep_earlier_metrics(None, resuming=False) is None  # file logger off
+    log.write_text('{"step": 1, "data": {"a": 1.0}}\n')
+
+    # resume: the same run's earlier part becomes a segment that the plot merges back
+    moved = keep_earlier_metrics(str(log), resuming=True, now="T1")
+    assert moved == str(tmp_path / "exp.until-T1.jsonl") and not log.exists()
+    log.write_text('{"step": 2, "data": {"a": 2.0}}\n')  # what the resumed run logs
+    assert load_run(log).steps == {1: {"a": 1.0}, 2: {"a": 2.0}}
+    log.write_text('{"step": 2, "data": {"a": 2.0}}\n')
+    second = keep_earlier_metrics(str(log), resuming=True, now="T1")  # same second: a new name
+    assert second == str(tmp_path / "exp.until-T1-2.jsonl")
+    log.write_text("")
+    assert keep_earlier_metrics(str(log), resuming=True) is None  # an empty file holds nothing
+
+    # fresh start: the earlier run's log and segments move into a folder, out of the new run's way
+    log.write_text('{"step": 9, "data": {"a": 9.0}}\n')
+    folder = keep_earlier_metrics(str(log), resuming=False, now="T2")
+    assert folder == str(tmp_path / "exp.earlier-T2")
+    assert sorted(os.listdir(folder)) == ["exp.jsonl", "exp.until-T1-2.jsonl", "exp.until-T1.jsonl"]
+    assert sorted(os.listdir(tmp_path)) == ["exp.earlier-T2"]

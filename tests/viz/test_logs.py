@@ -102,6 +102,26 @@ def test_resume_segments_are_merged_in_modification_time_order(tmp_path, write_f
     assert load_run(tmp_path).steps[3] == {"a": 3.0}
 
 
+def test_an_experiment_log_and_its_until_segments_are_one_run(tmp_path, write_file_log):
+    """`siren-verl train` moves <experiment>.jsonl aside to <experiment>.until-<time>.jsonl when it
+    resumes (verl's file logger truncates): given as the file or found in its folder, the log and
+    its segments are merged; another experiment's log beside them is not mixed in."""
+    old = write_file_log(tmp_path / "proj" / "exp.until-20261122-101010.jsonl", [(1, {"a": 1.0}), (2, {"a": 2.0})])
+    new = write_file_log(tmp_path / "proj" / "exp.jsonl", [(3, {"a": 3.0})])
+    os.utime(old, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(new, ns=(2_000_000_000, 2_000_000_000))
+    for where in (tmp_path, tmp_path / "proj", new):
+        run = load_run(where)
+        assert run.files == (old, new) and run.steps == {1: {"a": 1.0}, 2: {"a": 2.0}, 3: {"a": 3.0}}, where
+    assert load_run(new).name == "exp"
+    assert load_run(old).steps == {1: {"a": 1.0}, 2: {"a": 2.0}}  # a segment alone is just itself
+
+    write_file_log(tmp_path / "proj" / "other.jsonl", [(1, {"a": 9.0})])
+    assert load_run(new).steps[3] == {"a": 3.0} and 9.0 not in [m["a"] for m in load_run(new).steps.values()]
+    with pytest.raises(RunLogError, match="several verl file-logger logs found"):
+        load_run(tmp_path / "proj")
+
+
 def test_several_candidate_logs_is_an_error_naming_them(tmp_path, write_file_log):
     write_file_log(tmp_path / "proj" / "exp1.jsonl", [(1, {"a": 1.0})])
     write_file_log(tmp_path / "proj" / "exp2.jsonl", [(1, {"a": 2.0})])
