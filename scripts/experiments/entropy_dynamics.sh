@@ -165,6 +165,7 @@ fi
 
 run_dirs=()
 labels=()
+plot_labels=()
 for seed in $SEEDS; do
     for entry in $METHODS; do
         method=${entry%%@*}
@@ -182,7 +183,8 @@ for seed in $SEEDS; do
             siren) label="SIREN${beta:+ β=$beta}" ;;
             par) label="PAR" ;;
         esac
-        labels+=("$label s$seed")
+        labels+=("$label s$seed")   # the summary table: one row per run
+        plot_labels+=("$label")     # the figure: the seeds of a method share its colour
 
         mapfile -t overrides < <(run_overrides "$method" "$beta" "$seed" "$name" "$run_dir")
         cmd=(nice -n "$NICE" env -u RAY_ADDRESS "$SIREN_VERL" train --config-name "$CONFIG"
@@ -212,7 +214,7 @@ done
 
 png="$OUT_DIR/entropy_dynamics.png"
 read -r -a plot_metrics <<<"$PLOT_METRICS"
-plot_cmd=("$SIREN_VERL" plot "${run_dirs[@]}" --labels "${labels[@]}" --metrics "${plot_metrics[@]}" -o "$png")
+plot_cmd=("$SIREN_VERL" plot "${run_dirs[@]}" --labels "${plot_labels[@]}" --metrics "${plot_metrics[@]}" -o "$png")
 summary_cmd=("$PYTHON" "$ROOT/scripts/experiments/summarize.py" "${run_dirs[@]}" --labels "${labels[@]}")
 if ((DRY_RUN)); then
     show "${plot_cmd[@]}"

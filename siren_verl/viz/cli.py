@@ -64,7 +64,11 @@ def plot_parser() -> argparse.ArgumentParser:
         "allowed, e.g. 'val-core/*/acc/mean@*'",
     )
     parser.add_argument(
-        "--labels", nargs="+", metavar="LABEL", help="legend labels, one per RUN_DIR (default: run names)"
+        "--labels",
+        nargs="+",
+        metavar="LABEL",
+        help="legend labels, one per RUN_DIR (default: run names); runs with the same label (seeds of "
+        "one method) share a colour and one legend entry",
     )
     parser.add_argument(
         "--ncols", type=_positive_int, default=2, help="panels per row (default: %(default)s)"

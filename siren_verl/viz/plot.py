@@ -183,10 +183,15 @@ def plot_runs(
     nrows = math.ceil(len(kept) / ncols)
     fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    # colour = label: runs given the same label (seeds of one method) share a colour and one legend entry
+    color_of: dict[str, str] = {}
+    for name in names:
+        color_of.setdefault(name, palette[len(color_of) % len(palette)])
     flat = list(axes.flat)
     for ax, (panel, content) in zip(flat, kept, strict=False):
         styles: dict[str, str] = {}
+        in_legend: set[str] = set()
         for run_index, lines in content:
             run = runs[run_index]
             for line in lines:
@@ -195,11 +200,14 @@ def plot_runs(
                 if panel.smooth:
                     values = moving_average(values, smooth)
                 label = names[run_index] + (f" · {line.legend}" if line.legend else "")
+                if label in in_legend:
+                    label = "_" + label  # matplotlib leaves labels starting with "_" out of the legend
+                in_legend.add(label)
                 ax.plot(
                     steps,
                     values,
                     linestyle=style,
-                    color=colors[run_index % len(colors)],
+                    color=color_of[names[run_index]],
                     marker="o" if panel.markers else None,
                     markersize=3.5,
                     linewidth=1.6,

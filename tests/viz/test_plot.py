@@ -104,6 +104,21 @@ def test_panels_and_lines_of_two_overlaid_runs(two_runs):
     np.testing.assert_allclose(math_line.get_ydata(), [0.2, 0.3, 0.4])
 
 
+def test_runs_with_the_same_label_share_a_colour_and_one_legend_entry(tmp_path, write_file_log):
+    """Seeds of one method: `--labels GRPO GRPO SIREN` draws three lines in two colours, and the
+    legend names GRPO once."""
+    paths = []
+    for name, slope in (("grpo-s1", -0.1), ("grpo-s2", -0.2), ("siren-s1", 0.0)):
+        paths.append(write_file_log(tmp_path / f"{name}.jsonl", [(s, {"entropy/full_mean": 3 + slope * s}) for s in STEPS]))
+    result = plot_runs([load_run(p) for p in paths], labels=["GRPO", "GRPO", "SIREN"], panels=panels_for_metrics(["entropy/full_mean"]))
+    (ax,) = result.figure.axes
+    lines = ax.get_lines()
+    assert len(lines) == 3
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
+    np.testing.assert_allclose(lines[1].get_ydata(), [3 - 0.2 * s for s in STEPS])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["GRPO", "SIREN"]
+
+
 def test_panel_without_data_is_dropped_and_run_without_data_reported(tmp_path, write_file_log):
     write_file_log(tmp_path / "only_entropy.jsonl", [(s, {"entropy/full_mean": 1.0}) for s in STEPS])
     write_file_log(tmp_path / "unrelated.jsonl", [(s, {"actor/pg_loss": 1.0}) for s in STEPS])
