@@ -38,9 +38,38 @@ def conditional_metrics(step: dict) -> list[str]:
     return names
 
 
+def check_forking_report_and_plot(tmp_path, steps: dict) -> None:
+    """The run's forking-token report (every 2 steps: step 2 only, top 5 of the batch, decoded) and
+    `siren-verl tokens` / `siren-verl plot` on the real run's files."""
+    from PIL import Image
+
+    from siren_verl.viz.cli import plot_main, tokens_main
+
+    run_dir = tmp_path / "outputs" / "siren_verl_cpu"
+    records = [json.loads(line) for line in (run_dir / "forking_tokens.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2] * 5 and [r["rank"] for r in records] == [1, 2, 3, 4, 5]
+    entropies = [r["entropy"] for r in records]
+    assert entropies == sorted(entropies, reverse=True)
+    # the batch's highest-entropy tokens lie above its 99th percentile (or tie with it)
+    assert entropies[-1] >= steps[2]["entropy/full_p99"] - 1e-3
+    assert all(isinstance(r["token"], str) and r["token"] for r in records)
+
+    tokens_png, curves_png = tmp_path / "tokens.png", tmp_path / "curves.png"
+    assert tokens_main([str(run_dir), "--top", "3", "-o", str(tokens_png), "--dpi", "40"]) == 0
+    assert plot_main([str(run_dir / "cpu_smoke.jsonl"), "-o", str(curves_png), "--dpi", "40"]) == 0
+    for png in (tokens_png, curves_png):
+        with Image.open(png) as image:
+            assert image.format == "PNG"
+
+
 def test_siren_three_steps_then_resume_one(tmp_path, toy_dir, e2e):
     # ---- 3 steps, checkpoint at the last one ----
-    log = e2e.train(toy_dir, tmp_path, ["trainer.total_training_steps=3"], "run.log")
+    log = e2e.train(
+        toy_dir,
+        tmp_path,
+        ["trainer.total_training_steps=3", "entropy_control.forking_report.every_n_steps=2", "entropy_control.forking_report.top_n=5"],
+        "run.log",
+    )
     metrics_file = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke.jsonl"
     steps = e2e.read_metrics(metrics_file)
     assert sorted(steps) == [1, 2, 3], log[-3000:]
@@ -66,6 +95,8 @@ def test_siren_three_steps_then_resume_one(tmp_path, toy_dir, e2e):
     assert [s["entropy/anchor"] for s in steps.values()] == [anchor] * 3
     # the console shows the entropy metrics every step
     assert all(f"step:{n} -" in log for n in (1, 2, 3)) and log.count("entropy/anchor:") >= 3
+
+    check_forking_report_and_plot(tmp_path, steps)
 
     ckpt = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke" / "checkpoints"
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
