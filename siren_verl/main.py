@@ -159,6 +159,15 @@ def file_logger_path(config, environ=os.environ) -> str | None:
     return os.path.abspath(path)
 
 
+def _unused_name(base: str, ext: str) -> str:
+    """`base + ext`, or `base-2 + ext`, `base-3 + ext`, ... : the first that does not exist."""
+    name, n = base + ext, 1
+    while os.path.exists(name):
+        n += 1
+        name = f"{base}-{n}{ext}"
+    return name
+
+
 def keep_earlier_metrics(path: str | None, resuming: bool, now: str | None = None) -> str | None:
     """verl's file logger opens its file with "wb", so a second launch at the same path would erase
     the metrics already there. Nothing is lost instead:
@@ -180,20 +189,12 @@ def keep_earlier_metrics(path: str | None, resuming: bool, now: str | None = Non
     if resuming:
         if not current:
             return None
-        target = f"{stem}.until-{now}{ext}"
-        n = 1
-        while os.path.exists(target):
-            n += 1
-            target = f"{stem}.until-{now}-{n}{ext}"
+        target = _unused_name(f"{stem}.until-{now}", ext)
         os.replace(path, target)
         return target
     if not current and not segments:
         return None
-    folder = f"{stem}.earlier-{now}"
-    n = 1
-    while os.path.exists(folder):
-        n += 1
-        folder = f"{stem}.earlier-{now}-{n}"
+    folder = _unused_name(f"{stem}.earlier-{now}", "")
     os.makedirs(folder)
     for file in current + segments:
         os.replace(file, os.path.join(folder, os.path.basename(file)))

@@ -79,6 +79,21 @@ def read_metrics(path) -> dict[int, dict]:
     return steps
 
 
+def split_metrics(step: dict) -> list[str]:
+    """The SPEC §8 split metrics a step must log, given what its batch held (correct / incorrect
+    responses, positive / negative advantages); the others must be omitted."""
+    names = []
+    if step["critic/score/max"] >= 0.5:
+        names.append("entropy/full_mean_correct")
+    if step["critic/score/min"] < 0.5:
+        names.append("entropy/full_mean_incorrect")
+    if step["critic/advantages/max"] > 0:
+        names.append("entropy/full_mean_pos_adv")
+    if step["critic/advantages/min"] < 0:
+        names.append("entropy/full_mean_neg_adv")
+    return names
+
+
 def free_ports(n: int) -> list[int]:
     """`n` distinct TCP ports free on this machine right now (bound to 0, then released)."""
     socks = []
@@ -209,6 +224,7 @@ class E2E:
     run_logged = staticmethod(run_logged)
     train = staticmethod(train)
     read_metrics = staticmethod(read_metrics)
+    split_metrics = staticmethod(split_metrics)
     tail = staticmethod(tail)
     LocalRayHead = LocalRayHead
     processes_mentioning = staticmethod(processes_mentioning)

@@ -24,20 +24,6 @@ SIREN_ALWAYS = [
 NOT_SIREN = ["entropy/target", "entropy/pos_adv_weight"]  # other methods' quantities: omitted, not 0
 
 
-def conditional_metrics(step: dict) -> list[str]:
-    """The SPEC §8 split metrics a step must have, given what its batch held."""
-    names = []
-    if step["critic/score/max"] >= 0.5:
-        names.append("entropy/full_mean_correct")
-    if step["critic/score/min"] < 0.5:
-        names.append("entropy/full_mean_incorrect")
-    if step["critic/advantages/max"] > 0:
-        names.append("entropy/full_mean_pos_adv")
-    if step["critic/advantages/min"] < 0:
-        names.append("entropy/full_mean_neg_adv")
-    return names
-
-
 def check_forking_report_and_plot(tmp_path, steps: dict) -> None:
     """The run's forking-token report (every 2 steps: step 2 only, top 5 of the batch, decoded) and
     `siren-verl tokens` / `siren-verl plot` on the real run's files."""
@@ -77,7 +63,7 @@ def test_siren_three_steps_then_resume_one(tmp_path, toy_dir, e2e):
     # rewards vary, so GRPO advantages are not all zero
     assert any(s["critic/score/max"] > s["critic/score/min"] for s in steps.values())
     for n, s in steps.items():
-        missing = [k for k in SIREN_ALWAYS + conditional_metrics(s) if k not in s]
+        missing = [k for k in SIREN_ALWAYS + e2e.split_metrics(s) if k not in s]
         assert not missing, f"step {n} lacks {missing}"
         assert not [k for k in NOT_SIREN if k in s], f"step {n} logs another method's metric"
         # response length 5 and q = 0.8: one token of five above the per-response 0.8 quantile

@@ -72,21 +72,7 @@ CASES += [
 ]
 
 
-def split_metrics(step: dict) -> list[str]:
-    """The SPEC §8 split metrics a step must have, given what its batch held."""
-    names = []
-    if step["critic/score/max"] >= 0.5:
-        names.append("entropy/full_mean_correct")
-    if step["critic/score/min"] < 0.5:
-        names.append("entropy/full_mean_incorrect")
-    if step["critic/advantages/max"] > 0:
-        names.append("entropy/full_mean_pos_adv")
-    if step["critic/advantages/min"] < 0:
-        names.append("entropy/full_mean_neg_adv")
-    return names
-
-
-def check_logged(case: Case, steps: dict[int, dict]) -> None:
+def check_logged(case: Case, steps: dict[int, dict], split_metrics) -> None:
     for n, s in steps.items():
         expected = FULL + case.logs + split_metrics(s)
         missing = [k for k in expected if k not in s]
@@ -121,7 +107,7 @@ def test_preset_two_steps_then_resume(case, tmp_path, toy_dir, e2e):
     log = e2e.train(toy_dir, tmp_path, overrides, "run.log")
     steps = e2e.read_metrics(tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke.jsonl")
     assert sorted(steps) == [1, 2], log[-3000:]
-    check_logged(case, steps)
+    check_logged(case, steps, e2e.split_metrics)
 
     ckpt = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke" / "checkpoints"
     state = json.loads((ckpt / "global_step_2" / "entropy_control.json").read_text())
@@ -146,7 +132,7 @@ def test_preset_two_steps_then_resume(case, tmp_path, toy_dir, e2e):
     resumed = e2e.read_metrics(tmp_path / "resumed" / "siren_verl_cpu" / "cpu_smoke.jsonl")
     assert sorted(resumed) == [3], log2[-3000:]
     assert "global_step_2" in log2  # verl: "Resuming from .../global_step_2"
-    check_logged(case, resumed)
+    check_logged(case, resumed, e2e.split_metrics)
     for key in ("entropy/anchor", "entropy/target"):
         if key in case.logs:
             assert resumed[3][key] == steps[2][key], key
