@@ -243,9 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     if starts_local_ray(OmegaConf.select(config, "ray_kwargs.ray_init.address", default=None)):
         from siren_verl.verl_glue.trainer import resume_folder
 
-        moved = keep_earlier_metrics(file_logger_path(config), resuming=resume_folder(config) is not None)
+        resuming = resume_folder(config) is not None
+        moved = keep_earlier_metrics(file_logger_path(config), resuming=resuming)
         if moved:
-            print(f"[siren-verl] earlier metrics of this run kept in {moved}", flush=True)
+            what = "this run's metrics so far" if resuming else "an earlier run's metrics"
+            print(f"[siren-verl] {what} kept in {moved} (verl's file logger starts its file afresh)", flush=True)
     run(config)
     return 0
 
