@@ -177,14 +177,16 @@ def keep_earlier_metrics(path: str | None, resuming: bool, now: str | None = Non
     * a fresh start: the file and its segments belong to an earlier run; they move into the folder
       <stem>.earlier-<time>/ beside it (kept, and never merged into the new run).
     Returns where they went, or None when there was nothing to keep."""
-    import glob
     import time
+    from pathlib import Path
+
+    from siren_verl.viz.logs import segment_paths
 
     if not path:
         return None
     stem, ext = os.path.splitext(path)
     current = [path] if os.path.isfile(path) and os.path.getsize(path) > 0 else []
-    segments = sorted(glob.glob(glob.escape(stem) + ".*" + ext))
+    segments = [str(p) for p in segment_paths(Path(path))]
     now = now or time.strftime("%Y%m%d-%H%M%S")
     if resuming:
         if not current:

@@ -20,6 +20,7 @@ later values winning.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import warnings
@@ -32,9 +33,6 @@ import numpy as np
 # The name we recommend for the file logger's output inside a run directory
 # (``VERL_FILE_LOGGER_PATH=$RUN_DIR/metrics.jsonl``); preferred when a directory holds several JSONL files.
 PREFERRED_JSONL_NAME = "metrics.jsonl"
-# Segments of one run (verl's FileLogger truncates its file on every start, so a resumed run should log
-# to a new file, e.g. metrics.resume-<step>.jsonl): merged in modification-time order.
-SEGMENT_GLOB = "metrics.*.jsonl"
 # JSONL files in a run directory that are ours but are not metric logs.
 NON_METRIC_JSONL_NAMES = frozenset({"forking_tokens.jsonl"})
 TFEVENTS_MARKER = "tfevents"
@@ -200,12 +198,11 @@ def find_file_logger_jsonl(run_dir: Path) -> list[Path]:
             continue
         preferred = [p for p in candidates if p.name == PREFERRED_JSONL_NAME]
         if len(preferred) == 1:
-            segments = [p for p in candidates if p.parent == preferred[0].parent and p.match(SEGMENT_GLOB)]
-            return sorted(set(preferred + segments), key=lambda p: (p.stat().st_mtime_ns, p.name))
+            return segments_of(preferred[0])
         # one log and its segments (<experiment>.jsonl + <experiment>.until-<time>.jsonl)
         logs = {(p.parent, p.name.split(".", 1)[0]) for p in candidates}
         if len(logs) == 1:
-            return sorted(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name))
+            return _oldest_first(candidates)
         listed = ", ".join(str(p) for p in candidates)
         raise RunLogError(
             f"{run_dir}: several verl file-logger logs found ({listed}); pass the one you mean as RUN_DIR"
@@ -247,15 +244,27 @@ def run_name(path: Path) -> str:
     return path.name
 
 
+def segment_paths(log: Path) -> list[Path]:
+    """The paths named as segments of ``log``: ``<stem>.*<suffix>`` beside it (e.g.
+    ``metrics.until-<time>.jsonl``), ``log`` itself excluded, whatever they hold. The one naming rule
+    of moved-aside logs: `siren-verl train` moves files under it (siren_verl/main.py), the readers
+    here merge them."""
+    return sorted(p for p in log.parent.glob(glob.escape(log.stem) + ".*" + log.suffix) if p != log)
+
+
+def _oldest_first(paths: Iterable[Path]) -> list[Path]:
+    return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
 def segments_of(log: Path) -> list[Path]:
-    """A file-logger JSONL and its earlier segments ``<stem>.*.jsonl`` beside it (a resumed run's
-    moved-aside logs), oldest first."""
+    """A file-logger JSONL and its earlier segments beside it (a resumed run's moved-aside logs
+    holding file-logger lines), oldest first."""
     segments = [
         p
-        for p in log.parent.glob(f"{log.stem}.*.jsonl")
-        if p.is_file() and p != log and p.name not in NON_METRIC_JSONL_NAMES and looks_like_file_logger_jsonl(p)
+        for p in segment_paths(log)
+        if p.is_file() and p.name not in NON_METRIC_JSONL_NAMES and looks_like_file_logger_jsonl(p)
     ]
-    return sorted([log, *segments], key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return _oldest_first([log, *segments])
 
 
 def _merged_jsonl(label: str, files: list[Path]) -> RunLog:
