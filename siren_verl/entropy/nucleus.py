@@ -333,10 +333,11 @@ def _fast_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: slice
         member = top_val > theta_f.unsqueeze(-1)
         top_s = (top_val.double() - row_max[sel].double().unsqueeze(-1)).clamp_(min=_NEG_BIG)
         zn[sel], sn[sel] = _member_sums(top_s.exp(), top_s, member)  # exp(s) in float64
-        theta_open[sel], size[sel], resolved[sel] = theta_f, member.sum(-1), ok
+        size_f = member.sum(-1)
+        theta_open[sel], size[sel], resolved[sel] = theta_f, size_f, ok
         if res.sparse_idx is not None:
             res.sparse_idx[rows][sel] = top_idx
-            res.sparse_n[rows][sel] = member.sum(-1)
+            res.sparse_n[rows][sel] = size_f
     fast = resolved & ~dead
     unresolved = ~resolved
     in_block = 2 * int(unresolved.sum()) >= n
