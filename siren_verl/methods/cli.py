@@ -8,17 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 
 from siren_verl.methods.config import EntropyControlConfig, parse_entropy_control, resolve
 from siren_verl.methods.presets import PARTS, PRESETS
-
-_SUBGROUP_OF = {
-    "aer": "aer",
-    "par": "par",
-    "adaptive_target": "adaptive_target",
-    "entropy_adv": "entropy_adv",
-    "forking_tokens": "forking_tokens",
-}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +55,7 @@ def describe(name: str) -> dict:
     }
     for group, used in uses.items():
         if used:
-            groups[group] = getattr(defaults, _SUBGROUP_OF[group]).__dict__
+            groups[group] = asdict(getattr(defaults, group))
     return {
         "method": name,
         "description": preset.description,

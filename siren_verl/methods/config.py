@@ -346,9 +346,6 @@ class MethodSpec:
     agg_mode: str  # may be "pg": the actor's loss_agg_mode (resolved in the glue)
     config: EntropyControlConfig
 
-    def part(self, name: str) -> str:
-        return self.parts[name]
-
     @property
     def needs_nucleus(self) -> bool:
         """The forward pass must compute nucleus entropies (regulariser or selection uses them)."""
@@ -537,9 +534,4 @@ def check_trainer_settings(spec: MethodSpec, settings: Mapping[str, Any], key: s
             raise ConfigError(
                 f"{LOSS_MODE}={effective} with {method}: this loss mode turns per-token weights into a "
                 "per-sequence geometric mean; PAR / forking-token weights need a per-token surrogate"
-            )
-        if settings.get(BYPASS_MODE, False):
-            raise ConfigError(
-                f"{BYPASS_MODE}=True with {method}: bypass mode ignores the rollout_is_weights channel "
-                "that carries the per-token weights"
             )

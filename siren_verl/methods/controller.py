@@ -122,10 +122,6 @@ class EntropyController:
                 self.lambda_schedule = schedules.ConstantLambda(value=par.value)
 
     # -----------------------------------------------------------------------------------------
-    @property
-    def needs_nucleus_stats(self) -> bool:
-        return self.spec.needs_nucleus
-
     def _entropy(self, inputs: StepInputs, measure: str) -> Tensor:
         if measure == "full":
             return inputs.full_entropy

@@ -5,7 +5,7 @@ every Ray worker) with `entry_point.load()`, which IMPORTS `siren_verl.verl_glue
 fetches `register` but never calls it. So this module registers on import (last line), and
 `register()` stays callable (idempotent) for code that imports verl without entry points
 (`VERL_USE_EXTERNAL_PLUGINS=none`). verl swallows load errors at DEBUG level, so the run checks
-registration itself at start-up (`siren_verl.verl_glue.checks`).
+registration itself at start-up (`siren_verl.verl_glue.trainer.verify_workers`).
 """
 
 from __future__ import annotations
