@@ -210,3 +210,45 @@ def update(handle: ActorHandle, batch, global_batch_size: int | None = None, **n
 
 def set_env(env: dict[str, str]) -> None:
     os.environ.update(env)
+
+
+# ---------------------------------------------------------------------------------------------
+# an independent copy of the engine's model, for float64 reference computations in tests
+# ---------------------------------------------------------------------------------------------
+def engine_state(handle: ActorHandle) -> dict[str, torch.Tensor]:
+    """The engine's current (full, unsharded) parameters, as an HF state dict."""
+    params, _ = handle.worker.engine.get_per_tensor_param()
+    return {name: tensor.detach().clone() for name, tensor in params}
+
+
+def hf_copy(handle: ActorHandle):
+    """A plain float64 transformers copy of the engine's tiny Qwen2 (siren_verl.testing.tiny)."""
+    from siren_verl.testing.tiny import build_tiny_qwen2
+
+    model = build_tiny_qwen2()
+    missing, unexpected = model.load_state_dict(engine_state(handle), strict=False)
+    if unexpected or not all("rotary" in m for m in missing):
+        raise AssertionError(f"engine state does not fit the tiny model: missing {missing}, unexpected {unexpected}")
+    return model.double()
+
+
+def response_logits(model, batch) -> list[torch.Tensor]:
+    """Per response of a rollout batch, the logits predicting each response token ([R_i, V]),
+    each sequence run alone without padding (no batching effect)."""
+    out = []
+    prompts, responses = batch.batch["prompts"], batch.batch["responses"]
+    attention = batch.batch["attention_mask"]
+    prompt_len = prompts.shape[1]
+    for i in range(len(batch)):
+        p_mask = attention[i, :prompt_len].bool()
+        r_mask = attention[i, prompt_len:].bool()
+        ids = torch.cat([prompts[i][p_mask], responses[i][r_mask]]).unsqueeze(0)
+        logits = model(input_ids=ids, position_ids=torch.arange(ids.shape[1]).unsqueeze(0)).logits[0]
+        n_prompt = int(p_mask.sum())
+        out.append(logits[n_prompt - 1 : ids.shape[1] - 1])
+    return out
+
+
+def padded_rows(rows: list[torch.Tensor], length: int) -> torch.Tensor:
+    """Right-pad 1-d rows with zeros to `length` and stack them."""
+    return torch.stack([torch.nn.functional.pad(r, (0, length - r.shape[0])) for r in rows])
