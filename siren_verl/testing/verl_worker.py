@@ -228,7 +228,9 @@ def hf_copy(handle: ActorHandle):
     model = build_tiny_qwen2()
     missing, unexpected = model.load_state_dict(engine_state(handle), strict=False)
     if unexpected or not all("rotary" in m for m in missing):
-        raise AssertionError(f"engine state does not fit the tiny model: missing {missing}, unexpected {unexpected}")
+        raise AssertionError(
+            f"engine state does not fit the tiny model: missing {missing}, unexpected {unexpected}"
+        )
     return model.double()
 
 

@@ -201,5 +201,7 @@ def test_anchored_square_gradient_follows_verls_partition(actor, batch):
     pairs = [list(range(i, i + 2)) for i in range(0, BATCH, 2)]
     other_loss, _ = _independent_grads(actor, batch, pairs, spec, coef, anchor)
     assert abs(other_loss - expected_loss) > 1e-4 * abs(expected_loss)
-    fixed_output, _ = _engine_grads(actor, batch, loss_fn, use_dynamic_bsz=False, micro_batch_size_per_gpu=2, **step)
+    fixed_output, _ = _engine_grads(
+        actor, batch, loss_fn, use_dynamic_bsz=False, micro_batch_size_per_gpu=2, **step
+    )
     assert float(sum(fixed_output["loss"])) == pytest.approx(other_loss, rel=1e-5, abs=1e-7)
