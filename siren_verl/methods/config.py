@@ -2,17 +2,16 @@
 
 Validated on the driver at start-up, before Ray starts: an unknown method, an unknown key, a value
 out of range or an invalid combination of parts raises `ConfigError` (a `ValueError`) naming the
-full key and its allowed range, e.g. `entropy_control.top_p=1.5: must be a number in (0, 1]`.
+full key and its allowed range, e.g. `entropy_control.top_p=1.5: must be a finite number in (0, 1]`.
 
 Pure python: no verl, no torch, no omegaconf (the glue converts the Hydra node to a dict first).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from numbers import Integral, Real
+from functools import partial
 from typing import Any
 
 from siren_verl.methods.presets import (
@@ -22,6 +21,7 @@ from siren_verl.methods.presets import (
     PARTS,
     PRESETS,
 )
+from siren_verl.methods.validate import check_bool, check_choice, check_int, check_real
 
 ROOT = "entropy_control"
 BOUNDARIES = ("exclusive", "inclusive")
@@ -36,56 +36,10 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # checks: every message is "<full key>=<value>: must be ..."
 # ---------------------------------------------------------------------------------------------
-def _is_number(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _interval(low, high, low_open, high_open) -> str:
-    def fmt(x):
-        return str(int(x)) if float(x).is_integer() else repr(float(x))
-
-    left = "(" if (low_open or low is None) else "["
-    right = ")" if (high_open or high is None) else "]"
-    return f"{left}{'-inf' if low is None else fmt(low)}, {'inf' if high is None else fmt(high)}{right}"
-
-
-def _real(key: str, value: object, low=None, high=None, low_open=False, high_open=False, allow_none=False):
-    if value is None and allow_none:
-        return None
-    message = f"{key}={value!r}: must be a {'number or null' if allow_none else 'number'} in " + _interval(
-        low, high, low_open, high_open
-    )
-    if not _is_number(value) or not math.isfinite(float(value)):
-        raise ConfigError(message)
-    x = float(value)
-    if low is not None and (x < low or (low_open and x == low)):
-        raise ConfigError(message)
-    if high is not None and (x > high or (high_open and x == high)):
-        raise ConfigError(message)
-    return x
-
-
-def _int(key: str, value: object, low: int, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, Integral) or isinstance(value, bool) or int(value) < low:
-        raise ConfigError(f"{key}={value!r}: must be an integer >= {low}{' or null' if allow_none else ''}")
-    return int(value)
-
-
-def _bool(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r}: must be true or false")
-    return value
-
-
-def _choice(key: str, value: object, choices: tuple[str, ...], allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if value not in choices:
-        allowed = ", ".join(choices) + (", null" if allow_none else "")
-        raise ConfigError(f"{key}={value!r}: must be one of {allowed}")
-    return value
+_real = partial(check_real, error=ConfigError)
+_int = partial(check_int, error=ConfigError)
+_bool = partial(check_bool, error=ConfigError)
+_choice = partial(check_choice, error=ConfigError)
 
 
 def _check_keys(key: str, given: Mapping, allowed: set[str]) -> None:

@@ -1,14 +1,33 @@
-"""Argument checks shared by the parts: every error names the argument and its allowed range."""
+"""The one set of argument / config-value checks (the parts and `entropy_control` both use these).
+
+Every message reads `<name>=<value>: must be ...` with the allowed range, e.g.
+`entropy_control.top_p=1.5: must be a finite number in (0, 1]` or `eta=-1: must be a finite number
+in [0, inf)`. The config passes `error=ConfigError` (a ValueError) and the full key as `name`.
+Pure python: no torch, no verl.
+"""
 
 from __future__ import annotations
 
 import math
 from numbers import Integral, Real
 
+__all__ = ["check_bool", "check_choice", "check_int", "check_real", "interval"]
+
 
 def _is_real_number(value: object) -> bool:
     # bool is an Integral in Python; a True/False coefficient is always a caller bug.
     return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def interval(low=None, high=None, low_open=False, high_open=False) -> str:
+    """`[0, 1)`-style text of an interval; a missing bound is -inf / inf (always open)."""
+    left = "(" if (low_open or low is None) else "["
+    right = ")" if (high_open or high is None) else "]"
+    return f"{left}{'-inf' if low is None else _fmt(low)}, {'inf' if high is None else _fmt(high)}{right}"
 
 
 def check_real(
@@ -19,39 +38,53 @@ def check_real(
     high: float | None = None,
     low_open: bool = False,
     high_open: bool = False,
-) -> float:
-    """Return ``value`` as a finite python float inside the given interval, else raise ValueError.
-
-    The message reads like ``"eta=-1.0: must be a finite number in [0, inf)"``.
-    """
-    left = "(" if (low_open or low is None) else "["
-    right = ")" if (high_open or high is None) else "]"
-    interval = f"{left}{'-inf' if low is None else _fmt(low)}, {'inf' if high is None else _fmt(high)}{right}"
-    message = f"{name}={value!r}: must be a finite number in {interval}"
-    if not _is_real_number(value):
-        raise ValueError(message)
+    allow_none: bool = False,
+    error: type[ValueError] = ValueError,
+) -> float | None:
+    """Return ``value`` as a finite python float inside the given interval (or None when
+    ``allow_none``), else raise ``error`` naming ``name`` and the interval."""
+    if value is None and allow_none:
+        return None
+    what = "finite number or null" if allow_none else "finite number"
+    message = f"{name}={value!r}: must be a {what} in {interval(low, high, low_open, high_open)}"
+    if not _is_real_number(value) or not math.isfinite(float(value)):
+        raise error(message)
     number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(message)
     if low is not None and (number < low or (low_open and number == low)):
-        raise ValueError(message)
+        raise error(message)
     if high is not None and (number > high or (high_open and number == high)):
-        raise ValueError(message)
+        raise error(message)
     return number
 
 
-def check_int(name: str, value: object, *, low: int) -> int:
-    """Return ``value`` as a python int >= ``low``, else raise ValueError naming ``name``."""
+def check_int(
+    name: str, value: object, *, low: int, allow_none: bool = False, error: type[ValueError] = ValueError
+) -> int | None:
+    """Return ``value`` as a python int >= ``low`` (or None when ``allow_none``), else raise ``error``."""
+    if value is None and allow_none:
+        return None
     if not isinstance(value, Integral) or isinstance(value, bool) or int(value) < low:
-        raise ValueError(f"{name}={value!r}: must be an integer >= {low}")
+        raise error(f"{name}={value!r}: must be an integer >= {low}{' or null' if allow_none else ''}")
     return int(value)
 
 
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+def check_bool(name: str, value: object, *, error: type[ValueError] = ValueError) -> bool:
+    if not isinstance(value, bool):
+        raise error(f"{name}={value!r}: must be true or false")
+    return value
+
+
+def check_choice(
+    name: str,
+    value: object,
+    choices: tuple[str, ...],
+    *,
+    allow_none: bool = False,
+    error: type[ValueError] = ValueError,
+) -> str | None:
+    if value is None and allow_none:
+        return None
     if value not in choices:
-        raise ValueError(f"{name}={value!r}: must be one of {', '.join(repr(c) for c in choices)}")
+        allowed = ", ".join(choices) + (", null" if allow_none else "")
+        raise error(f"{name}={value!r}: must be one of {allowed}")
     return str(value)
-
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))

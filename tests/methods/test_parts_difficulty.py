@@ -94,7 +94,7 @@ def test_micro_batches_that_split_groups_see_the_full_batch_values():
         (lambda: group_accuracy(["a", "b"], [1]), "correct: has 1 entries"),
         (lambda: group_accuracy(["a", "b"], [1, 2]), r"correct: .*\[0, 1\]"),
         (lambda: group_accuracy(["a", "b"], [1, float("nan")]), r"correct: .*\[0, 1\]"),
-        (lambda: difficulty_weights(torch.tensor([0.5]), mode="cubic"), "mode='cubic': must be one of 'linear', 'threshold'"),
+        (lambda: difficulty_weights(torch.tensor([0.5]), mode="cubic"), "mode='cubic': must be one of linear, threshold"),
         (lambda: difficulty_weights(torch.tensor([0.5]), "threshold", rho_hard=1.0), r"rho_hard=1.0: .*\[0, 1\)"),
         (lambda: difficulty_weights(torch.tensor([0.5]), "threshold", rho_hard=-0.1), r"rho_hard=.*\[0, 1\)"),
         (lambda: difficulty_weights(torch.tensor([1.5]), "linear"), r"acc: .*\[0, 1\]"),

@@ -13,7 +13,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import torch
 
-from ._validate import check_choice, check_real
+from siren_verl.methods.validate import check_choice, check_real
 
 __all__ = ["DIFFICULTY_MODES", "group_accuracy", "difficulty_weights", "per_sample_coefficients"]
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._validate import check_real
+from siren_verl.methods.validate import check_real
 
 __all__ = ["anchored_square", "bonus", "per_token_coefficient_bonus"]
 

@@ -34,7 +34,7 @@ import abc
 import math
 from typing import Any, ClassVar
 
-from ._validate import check_int, check_real
+from siren_verl.methods.validate import check_int, check_real
 
 __all__ = [
     "Schedule",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_real
+from siren_verl.methods.validate import check_real
 
 __all__ = ["entropy_advantage_shaping"]
 

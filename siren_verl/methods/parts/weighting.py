@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_real
+from siren_verl.methods.validate import check_real
 
 __all__ = ["positive_advantage_weights", "combine_token_weights"]
 
