@@ -54,23 +54,45 @@ VAL_SETS=(aime24 aime25 amc23 math500 olympiadbench minerva)   # SPEC §9 benchm
 ADV_ESTIMATOR=grpo
 NORM_ADV_BY_STD=False                  # Dr.GRPO: advantages r - mean(r), no division by std
 LOSS_AGG_MODE=seq-mean-token-sum-norm  # Dr.GRPO: token sums / a constant (max response length)
+# Clip ratios 0.2 / 0.2: what the SIREN reference RAN. Its run script passes clip_ratio=0.28, but its
+# own actor config sets clip_ratio_low = clip_ratio_high = 0.2 and those take precedence. For the
+# script's text (DAPO-style clip-higher) pass actor_rollout_ref.actor.clip_ratio_high=0.28.
 CLIP_RATIO_LOW=0.2
-CLIP_RATIO_HIGH=0.28
+CLIP_RATIO_HIGH=0.2
 USE_KL_LOSS=False
 LR=1e-6
 LR_WARMUP_STEPS=5
 WEIGHT_DECAY=0.1
 TRAIN_BATCH_SIZE=128                   # prompts per step
 PPO_MINI_BATCH_SIZE=8                  # prompts per optimizer step (16 updates per step)
+# Actor micro-batch token budget per GPU (dynamic batch size, ppo_max_token_len_per_gpu). For a
+# linear loss it only trades memory for speed; SIREN's anchored square (H̄ − H_0)² is taken per
+# micro-batch (docs/methods.md §3), so there the budget is part of the objective: siren.sh sets the
+# reference's 4096. Must be >= MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH (one whole sequence).
+ACTOR_TOKENS_PER_GPU=$((TOKENS_PER_GPU_FACTOR * (MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH)))
 ROLLOUT_N=8                            # responses per prompt
 TEMPERATURE=1.0                        # rollout sampling
 TOP_P=1.0
 VAL_TEMPERATURE=0.6                    # validation sampling (SPEC §3)
 VAL_TOP_P=0.7
-VAL_N=16                               # samples per validation problem (SIREN reference)
 VAL_DO_SAMPLE=True
 TOTAL_EPOCHS=2                         # SIREN reference: 2 epochs of 46k prompts, ~720 steps
-TEST_FREQ=10                           # validate every 10 steps (and once before training)
+# Validation cost. The six benchmarks hold 30 + 30 + 40 + 500 + 675 + 272 = 1547 problems. The
+# reference validated with n=16 every 10 steps: 1547 x 16 = 24,752 generations per validation,
+# against 10 x 128 x 8 = 10,240 generations of training in those 10 steps, i.e. ~70% of all rollout
+# generations went to validation. The default here is n=4 every 25 steps: 1547 x 4 = 6,188 against
+# 25 x 1024 = 25,600, ~19% of generations (avg@4 / pass@1..4 / maj@4 per benchmark and averaged,
+# logged at every validation; score the final checkpoint at n=16 or more with `siren-verl eval`).
+# VALIDATION=paper restores the reference's n=16 every 10 steps; VAL_N / TEST_FREQ set each alone.
+VALIDATION=${VALIDATION:-light}
+case "$VALIDATION" in
+    light) VAL_N=${VAL_N:-4} TEST_FREQ=${TEST_FREQ:-25} ;;
+    paper) VAL_N=${VAL_N:-16} TEST_FREQ=${TEST_FREQ:-10} ;;
+    *)
+        echo "VALIDATION=$VALIDATION: must be light (n=4 every 25 steps) or paper (n=16 every 10 steps)" >&2
+        exit 2
+        ;;
+esac
 SAVE_FREQ=50                           # checkpoint every 50 steps ...
 MAX_CKPT_TO_KEEP=3                     # ... keeping the newest 3 (one 7B checkpoint ~ 90 GB)
 METHOD_OVERRIDES=()                    # set by the method script
@@ -142,8 +164,14 @@ launch() {
     if [[ -n ${WANDB_API_KEY:-} ]]; then loggers+=(wandb); fi
 
     local max_len=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
-    local train_tokens_per_gpu=$((TOKENS_PER_GPU_FACTOR * max_len))
-    local infer_tokens_per_gpu=$((2 * train_tokens_per_gpu))
+    if ((ACTOR_TOKENS_PER_GPU < max_len)); then
+        echo "ACTOR_TOKENS_PER_GPU=$ACTOR_TOKENS_PER_GPU: must be >= MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH" \
+            "= $max_len (a micro-batch holds whole sequences)" >&2
+        return 2
+    fi
+    local train_tokens_per_gpu=$ACTOR_TOKENS_PER_GPU
+    # the log-prob passes: no loss, so the budget is only memory vs speed (entropies do not depend on it)
+    local infer_tokens_per_gpu=$((2 * TOKENS_PER_GPU_FACTOR * max_len))
 
     local overrides=(
         # --- data (SPEC §9 reward, verl parquet from `siren-verl prepare-data`) ---
