@@ -68,8 +68,8 @@ PPO_MINI_BATCH_SIZE=8                  # prompts per optimizer step (16 updates 
 # Actor micro-batch token budget per GPU (dynamic batch size, ppo_max_token_len_per_gpu). For a
 # linear loss it only trades memory for speed; SIREN's anchored square (H̄ − H_0)² is taken per
 # micro-batch (docs/methods.md §3), so there the budget is part of the objective: siren.sh sets the
-# reference's 4096. Must be >= MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH (one whole sequence).
-ACTOR_TOKENS_PER_GPU=$((TOKENS_PER_GPU_FACTOR * (MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH)))
+# reference's 4096. Must be >= MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH (one whole sequence). Env knob.
+ACTOR_TOKENS_PER_GPU=${ACTOR_TOKENS_PER_GPU:-$((TOKENS_PER_GPU_FACTOR * (MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH)))}
 ROLLOUT_N=8                            # responses per prompt
 TEMPERATURE=1.0                        # rollout sampling
 TOP_P=1.0
@@ -166,7 +166,7 @@ launch() {
     local max_len=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
     if ((ACTOR_TOKENS_PER_GPU < max_len)); then
         echo "ACTOR_TOKENS_PER_GPU=$ACTOR_TOKENS_PER_GPU: must be >= MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH" \
-            "= $max_len (a micro-batch holds whole sequences)" >&2
+            "= $max_len (a micro-batch holds whole sequences); set ACTOR_TOKENS_PER_GPU=$max_len or more" >&2
         return 2
     fi
     local train_tokens_per_gpu=$ACTOR_TOKENS_PER_GPU
