@@ -1,4 +1,4 @@
-"""Masked aggregations of per-token values (SPEC §3 "H̄").
+"""Masked aggregations of per-token values (SPEC §3 "H̄") and the one linear-interpolation quantile.
 
 ``values`` and ``mask`` have the same shape ``[..., T]``: the last dimension holds one response's tokens,
 every leading index is one response. ``mask`` may be bool or numeric; a non-zero entry selects the token.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["masked_seq_mean_token_mean", "masked_token_mean"]
+__all__ = ["linear_quantile", "masked_seq_mean_token_mean", "masked_token_mean"]
 
 
 def _check(values: Tensor, mask: Tensor) -> None:
@@ -48,3 +48,22 @@ def masked_token_mean(values: Tensor, mask: Tensor) -> Tensor:
     sel = mask != 0
     total = torch.where(sel, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
     return total / sel.sum().clamp(min=1).to(values.dtype)
+
+
+def linear_quantile(values: Tensor, q: float) -> Tensor:
+    """``torch.quantile(values, q)`` (linear interpolation) of a non-empty 1-D tensor of any length
+    (torch.quantile refuses more than 2**24 elements): two order statistics and a lerp. Used by the
+    batch top-ρ mask (SPEC §6) and the step statistics' percentiles (SPEC §8). Returns a 0-dim tensor."""
+    if not isinstance(values, Tensor) or values.dim() != 1 or values.numel() == 0:
+        raise ValueError("values: must be a non-empty 1-D tensor")
+    if not (0.0 <= q <= 1.0):
+        raise ValueError(f"q={q!r}: must be a number in [0, 1]")
+    n = values.numel()
+    pos = q * (n - 1)
+    lo = int(pos // 1)
+    hi = min(lo + 1, n - 1)
+    v_lo = torch.kthvalue(values, lo + 1).values
+    if hi == lo or pos == lo:
+        return v_lo
+    v_hi = torch.kthvalue(values, hi + 1).values
+    return torch.lerp(v_lo, v_hi, torch.tensor(pos - lo, dtype=values.dtype, device=values.device))

@@ -16,6 +16,8 @@ from numbers import Real
 import torch
 from torch import Tensor
 
+from siren_verl.entropy.aggregate import linear_quantile
+
 __all__ = ["batch_top_fraction_mask", "peak_mask"]
 
 
@@ -71,20 +73,6 @@ def peak_mask(
     return selected
 
 
-def _linear_quantile_1d(values: Tensor, q: float) -> Tensor:
-    """torch.quantile(values, q) (linear interpolation) for a non-empty 1-D tensor of any length
-    (torch.quantile refuses more than 2**24 elements): two order statistics and a lerp."""
-    n = values.numel()
-    pos = q * (n - 1)
-    lo = int(pos // 1)
-    hi = min(lo + 1, n - 1)
-    v_lo = torch.kthvalue(values, lo + 1).values
-    if hi == lo or pos == lo:
-        return v_lo
-    v_hi = torch.kthvalue(values, hi + 1).values
-    return torch.lerp(v_lo, v_hi, torch.tensor(pos - lo, dtype=values.dtype, device=values.device))
-
-
 @torch.no_grad()
 def batch_top_fraction_mask(entropy: Tensor, response_mask: Tensor, fraction: float = 0.2) -> Tensor:
     """The "80/20" forking-token selection (SPEC §6 ``forking_tokens``): the highest-entropy ``fraction``
@@ -112,5 +100,5 @@ def batch_top_fraction_mask(entropy: Tensor, response_mask: Tensor, fraction: fl
     values = values[~torch.isnan(values)]
     if values.numel() == 0:
         return torch.zeros_like(valid)
-    tau = _linear_quantile_1d(values, 1.0 - float(fraction))
+    tau = linear_quantile(values, 1.0 - float(fraction))
     return valid & (h >= tau)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from siren_verl.entropy.aggregate import masked_seq_mean_token_mean, masked_token_mean
 from siren_verl.methods.presets import LOCAL_AGG_MODES
 
 GlobalAgg = Callable[[Tensor, Tensor], Tensor]
@@ -94,14 +95,11 @@ def local_aggregate(values: Tensor, mask: Tensor, response_mask: Tensor, mode: s
     """
     rows = valid_rows(response_mask)
     if mode == "seq-mean-token-mean":
-        from siren_verl.entropy.aggregate import masked_seq_mean_token_mean
-
         if not bool(rows.any()):
             return (values * 0).sum()
         return masked_seq_mean_token_mean(values[rows], mask[rows])
     if mode == "token-mean":
-        selected = mask.to(values.dtype)
-        return (values * selected).sum() / selected.sum().clamp(min=1)
+        return masked_token_mean(values, mask)
     raise ValueError(f"agg_mode={mode!r}: a local aggregation must be one of {', '.join(LOCAL_AGG_MODES)}")
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from siren_verl.entropy.aggregate import linear_quantile, masked_token_mean
+
 QUANTILES = {"entropy/full_p50": 0.5, "entropy/full_p90": 0.9, "entropy/full_p99": 0.99}
 
 
@@ -22,25 +24,18 @@ def _check_shapes(reference: Tensor, **tensors: Tensor | None) -> None:
 def token_mean(values: Tensor, mask: Tensor) -> float | None:
     """Mean of `values` over the tokens where `mask` is true (float64 accumulation); None if none."""
     mask = mask.to(torch.bool)
-    count = int(mask.sum())
-    if count == 0:
+    if not bool(mask.any()):
         return None
-    return float(values.detach().to(torch.float64)[mask].sum() / count)
+    return float(masked_token_mean(values.detach().to(torch.float64), mask))
 
 
 def masked_quantile(values: Tensor, mask: Tensor, q: float) -> float | None:
     """Quantile `q` of the masked values with linear interpolation (torch.quantile semantics, no
     input-size limit); None if the mask is empty."""
     selected = values.detach().to(torch.float64)[mask.to(torch.bool)]
-    n = selected.numel()
-    if n == 0:
+    if selected.numel() == 0:
         return None
-    ordered = torch.sort(selected).values
-    position = q * (n - 1)
-    lower = int(position)
-    upper = min(lower + 1, n - 1)
-    frac = position - lower
-    return float(ordered[lower] + (ordered[upper] - ordered[lower]) * frac)
+    return float(linear_quantile(selected, q))
 
 
 def step_statistics(

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from siren_verl.entropy import masked_seq_mean_token_mean, masked_token_mean
+from siren_verl.entropy.aggregate import linear_quantile
 
 
 def test_seq_mean_token_mean_hand_worked() -> None:
@@ -69,3 +70,23 @@ def test_against_python_loops(b: int, t: int, data) -> None:
     assert masked_seq_mean_token_mean(h, m).item() == pytest.approx(sum(per) / b, abs=1e-9)
     chosen = [h[i, j].item() for i in range(b) for j in range(t) if m[i, j]]
     assert masked_token_mean(h, m).item() == pytest.approx(sum(chosen) / max(1, len(chosen)), abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.floats(-50, 50, allow_nan=False, width=32), min_size=1, max_size=40),
+    q=st.floats(0.0, 1.0),
+)
+def test_linear_quantile_equals_torch_quantile(values, q) -> None:
+    x = torch.tensor(values, dtype=torch.float64)
+    assert linear_quantile(x, q).item() == pytest.approx(torch.quantile(x, q).item(), rel=1e-12, abs=1e-12)
+
+
+def test_linear_quantile_hand_worked_and_errors() -> None:
+    x = torch.tensor([4.0, 0.0, 2.0, 1.0, 3.0])  # sorted 0..4: q=0.3 → position 1.2 → 1.2
+    assert linear_quantile(x, 0.3).item() == pytest.approx(1.2)
+    assert linear_quantile(x, 1.0).item() == 4.0
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        linear_quantile(torch.tensor([]), 0.5)
+    with pytest.raises(ValueError, match="q=1.5"):
+        linear_quantile(x, 1.5)
