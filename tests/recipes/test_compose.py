@@ -130,8 +130,9 @@ DR_GRPO = {
     "algorithm.use_kl_in_reward": False,
     "actor_rollout_ref.actor.loss_agg_mode": "seq-mean-token-sum-norm",
     "actor_rollout_ref.actor.loss_scale_factor": 3072,
+    # what the reference ran: its config's low = high = 0.2 win over the script's clip_ratio=0.28
     "actor_rollout_ref.actor.clip_ratio_low": 0.2,
-    "actor_rollout_ref.actor.clip_ratio_high": 0.28,
+    "actor_rollout_ref.actor.clip_ratio_high": 0.2,
     "actor_rollout_ref.actor.use_kl_loss": False,
     "actor_rollout_ref.actor.entropy_coeff": 0,
     "actor_rollout_ref.actor.optim.lr": 1e-6,
@@ -147,6 +148,9 @@ DR_GRPO = {
     "actor_rollout_ref.rollout.val_kwargs.do_sample": True,
     "actor_rollout_ref.rollout.val_kwargs.temperature": 0.6,
     "actor_rollout_ref.rollout.val_kwargs.top_p": 0.7,
+    # validation n=4 every 25 steps by default (VALIDATION=paper: the reference's 16 every 10)
+    "actor_rollout_ref.rollout.val_kwargs.n": 4,
+    "trainer.test_freq": 25,
 }
 # SPEC §5: PAR's own setting where it differs
 PAR = {
@@ -182,6 +186,9 @@ EXPECTED = {
         "entropy_control.boundary": "exclusive",
         "entropy_control.peak_quantile": 0.8,
         "entropy_control.anchor": None,  # measured on the first rollout batch
+        # the reference's ~4096-token micro-batches: (H̄ − H_0)² is per micro-batch (SPEC §3)
+        "actor_rollout_ref.actor.use_dynamic_bsz": True,
+        "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": 4096,
     },
     "aer": {
         **DR_GRPO,

@@ -129,9 +129,41 @@ def test_sequence_lengths_drive_every_derived_budget(recipes):
     assert run.value("data.max_response_length") == "1536"
     assert run.value("actor_rollout_ref.rollout.max_model_len") == "2048"
     assert run.value("actor_rollout_ref.actor.loss_scale_factor") == "1536"
-    assert run.value("actor_rollout_ref.actor.ppo_max_token_len_per_gpu") == str(2 * 2048)
+    assert run.value("actor_rollout_ref.actor.ppo_max_token_len_per_gpu") == "4096"  # SIREN's own budget
     assert run.value("actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu") == str(4 * 2048)
     assert run.value("actor_rollout_ref.rollout.max_num_batched_tokens") == "8192"
+    grpo = recipes.dry_run(recipes.script("grpo"), MAX_PROMPT_LENGTH="512", MAX_RESPONSE_LENGTH="1536")
+    assert grpo.value("actor_rollout_ref.actor.ppo_max_token_len_per_gpu") == str(2 * 2048)
+
+
+def test_actor_token_budget(recipes):
+    """SIREN's anchored square is per micro-batch: its budget is the reference's 4096 tokens per GPU
+    for both model sizes; the others scale with the model size; ACTOR_TOKENS_PER_GPU sets it."""
+    key = "actor_rollout_ref.actor.ppo_max_token_len_per_gpu"
+    assert recipes.dry_run(recipes.script("siren")).value(key) == "4096"
+    assert recipes.dry_run(recipes.run_1_5b, "siren").value(key) == "4096"
+    assert recipes.dry_run(recipes.script("grpo")).value(key) == str(2 * 4096)
+    assert recipes.dry_run(recipes.run_1_5b, "grpo").value(key) == str(4 * 4096)
+    for method in ("siren", "grpo"):
+        assert recipes.dry_run(recipes.script(method), ACTOR_TOKENS_PER_GPU="12288").value(key) == "12288"
+    # the log-prob passes keep their own budget (no loss there)
+    siren = recipes.dry_run(recipes.script("siren"))
+    assert siren.value("actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu") == str(4 * 4096)
+
+
+def test_validation_cost_knob(recipes):
+    run = recipes.dry_run(recipes.script("siren"))
+    assert run.value("actor_rollout_ref.rollout.val_kwargs.n") == "4"
+    assert run.value("trainer.test_freq") == "25"
+    paper = recipes.dry_run(recipes.script("siren"), VALIDATION="paper")
+    assert paper.value("actor_rollout_ref.rollout.val_kwargs.n") == "16"
+    assert paper.value("trainer.test_freq") == "10"
+    own = recipes.dry_run(recipes.script("siren"), VAL_N="8", TEST_FREQ="5")
+    assert own.value("actor_rollout_ref.rollout.val_kwargs.n") == "8"
+    assert own.value("trainer.test_freq") == "5"
+    # greedy validation of Clip-Cov / KL-Cov stays n=1 whatever VALIDATION says
+    cov = recipes.dry_run(recipes.script("kl_cov"), VALIDATION="paper")
+    assert cov.value("actor_rollout_ref.rollout.val_kwargs.n") == "1"
 
 
 @pytest.mark.parametrize(
@@ -141,6 +173,9 @@ def test_sequence_lengths_drive_every_derived_budget(recipes):
         ({"NNODES": "3"}, "24 GPUs: must divide the 64 sequences of a mini-batch"),
         ({"GPUS_PER_NODE": "6"}, "6 GPUs: must divide the 64 sequences"),
         ({"ROLLOUT_TP": "3"}, "ROLLOUT_TP=3: must divide GPUS_PER_NODE=8"),
+        ({"VALIDATION": "full"}, "VALIDATION=full: must be light (n=4 every 25 steps) or paper"),
+        ({"MAX_RESPONSE_LENGTH": "4096"}, "ACTOR_TOKENS_PER_GPU=4096: must be >= MAX_PROMPT_LENGTH"),
+        ({"ACTOR_TOKENS_PER_GPU": "2048"}, "set ACTOR_TOKENS_PER_GPU=4096 or more"),
     ],
 )
 def test_bad_knobs_fail_with_a_message_naming_them(recipes, env, message):
