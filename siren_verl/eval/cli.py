@@ -2,6 +2,8 @@
 
 siren-verl eval generate --model M --data a.parquet b.parquet --output samples.jsonl [--n 16]
 siren-verl eval score samples.jsonl [--k 1,4,16] [--output-dir DIR]
+siren-verl eval score VALIDATION_DIR/<step>.jsonl   (verl's trainer.validation_data_dir dump: the
+                                                     in-training validation numbers, recomputed)
 siren-verl eval run --model M --data ... --output-dir DIR          (generate + score)
 siren-verl eval compare base/scores.json new/scores.json [...]
 """
@@ -125,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("score", help="avg@k, pass@k, maj@k per benchmark from samples JSONL")
     sc.add_argument(
-        "samples", nargs="+", help="samples JSONL file(s) (shards of one run may be given together)"
+        "samples",
+        nargs="+",
+        help="samples JSONL file(s) (shards of one run may be given together), or one file of verl's "
+        "validation dump (trainer.validation_data_dir/<step>.jsonl of a siren-verl run)",
     )
     sc.add_argument(
         "--output-dir",
@@ -183,7 +188,10 @@ def _visible_gpus() -> list[str] | None:
     return [str(i) for i in range(count)] if count else None
 
 
-def cmd_generate(args: argparse.Namespace, output: Path, raw_argv: list[str]) -> int:
+def cmd_generate(
+    args: argparse.Namespace, output: Path, raw_argv: list[str], output_option: str = "--output"
+) -> int:
+    """`output_option`: the option that named the output (for error messages)."""
     from siren_verl.eval import generation as G
 
     backend_name = _pick_backend(args.backend)
@@ -198,7 +206,9 @@ def cmd_generate(args: argparse.Namespace, output: Path, raw_argv: list[str]) ->
     benchmarks = [b.strip() for b in args.benchmarks.split(",")] if args.benchmarks else None
     problems = G.load_problems(args.data, benchmarks, args.max_problems_per_benchmark)
     if not args.dp_child:
-        G.check_or_write_meta(output, settings, allow_change=args.allow_settings_change)
+        G.check_or_write_meta(
+            output, settings, allow_change=args.allow_settings_change, output_option=output_option
+        )
 
     if args.data_parallel_size > 1 and not args.dp_child:
         gpus = _visible_gpus() if backend_name == "vllm" else None
@@ -246,23 +256,45 @@ def cmd_generate(args: argparse.Namespace, output: Path, raw_argv: list[str]) ->
     return 0
 
 
+def _score_validation_dump(args: argparse.Namespace, samples: list[str], ks: list[int] | None) -> dict:
+    """verl's validation dump (trainer.validation_data_dir/<step>.jsonl): the in-training scoring."""
+    from siren_verl.eval.validation import read_validation_dump, score_validation
+
+    if len(samples) != 1:
+        raise ValueError(
+            f"got {len(samples)} files; score one validation dump (one step of trainer.validation_data_dir) at a time"
+        )
+    records = read_validation_dump(samples[0])
+    report = score_validation(records, ks=ks, timeout_s=args.timeout)
+    report["generation"] = {
+        "source": "verl validation dump (answers and verdicts: the training reward's pred / acc)",
+        "step": records[0].get("step"),
+        "n": min(len(r["responses"]) for r in records),
+    }
+    return report
+
+
 def cmd_score(args: argparse.Namespace, samples: list[str], out_dir: Path) -> int:
     from siren_verl.eval.scoring import parse_ks, reward_extractor, score_samples, write_report
+    from siren_verl.eval.validation import is_validation_dump
 
     ks = parse_ks(args.k) if args.k else None
-    report = score_samples(
-        samples,
-        ks=ks,
-        extract=reward_extractor(fallback=not args.strict_extraction),
-        timeout_s=args.timeout,
-        progress=not getattr(args, "no_progress", False),
-    )
-    report["samples"] = [str(s) for s in samples]
-    from siren_verl.eval.samples_io import meta_path
+    if Path(samples[0]).exists() and is_validation_dump(samples[0]):
+        report = _score_validation_dump(args, samples, ks)
+    else:
+        report = score_samples(
+            samples,
+            ks=ks,
+            extract=reward_extractor(fallback=not args.strict_extraction),
+            timeout_s=args.timeout,
+            progress=not getattr(args, "no_progress", False),
+        )
+        from siren_verl.eval.samples_io import meta_path
 
-    mp = meta_path(samples[0])
-    if mp.exists():
-        report["generation"] = json.loads(mp.read_text())
+        mp = meta_path(samples[0])
+        if mp.exists():
+            report["generation"] = json.loads(mp.read_text())
+    report["samples"] = [str(s) for s in samples]
     paths = write_report(report, out_dir, plot=not args.no_plot)
     print(paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
@@ -332,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             gen_argv = argv[1:]
             gen_argv = _strip_option(gen_argv, ("--output-dir", "--k", "--timeout"))
             gen_argv = _strip_option(gen_argv, ("--strict-extraction", "--no-plot"), takes_value=False)
-            rc = cmd_generate(args, samples, gen_argv)
+            rc = cmd_generate(args, samples, gen_argv, output_option="--output-dir")
             return rc or cmd_score(args, [str(samples)], out_dir)
         if args.command == "compare":
             return cmd_compare(args)

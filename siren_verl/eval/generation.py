@@ -162,8 +162,14 @@ class SamplingSettings:
             raise ValueError(f"backend={self.backend!r}: must be 'hf' or 'vllm'")
 
 
-def check_or_write_meta(samples_path: Path, settings: SamplingSettings, allow_change: bool = False) -> None:
-    """Refuse to append samples drawn with different settings to an existing samples file."""
+def check_or_write_meta(
+    samples_path: Path,
+    settings: SamplingSettings,
+    allow_change: bool = False,
+    output_option: str = "--output",
+) -> None:
+    """Refuse to append samples drawn with different settings to an existing samples file
+    (`output_option`: the command-line option that named it, for the message)."""
     mp = meta_path(samples_path)
     current = dataclasses.asdict(settings)
     if mp.exists() and samples_path.exists() and samples_path.stat().st_size > 0:
@@ -172,7 +178,7 @@ def check_or_write_meta(samples_path: Path, settings: SamplingSettings, allow_ch
         if diff and not allow_change:
             detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
             raise SamplesFileError(
-                f"{samples_path} was generated with other settings ({detail}); use another --output "
+                f"{samples_path} was generated with other settings ({detail}); use another {output_option} "
                 f"or pass --allow-settings-change to append anyway"
             )
     mp.parent.mkdir(parents=True, exist_ok=True)

@@ -169,7 +169,9 @@ class _WrongClusterer:
 
 
 def cluster_answers_many(
-    problems: Sequence[tuple[Sequence[str | None], str]], judge: BatchEquivalence
+    problems: Sequence[tuple[Sequence[str | None], str]],
+    judge: BatchEquivalence,
+    known_correct: Sequence[Sequence[bool] | None] | None = None,
 ) -> list[AnswerClusters]:
     """Group each problem's answers by equivalence with few judgements (SPEC §9, maj@k), batching
     the judgements of many problems into few `judge(pairs)` calls (a parallel judge pool).
@@ -186,36 +188,64 @@ def cluster_answers_many(
 
     With a transitive equivalence the clustering restricted to the first k samples equals the
     clustering of those k samples alone, so one pass serves every maj@k.
+
+    `known_correct[p]` (per sample of problem p, or None) gives verdicts against the ground truth
+    that were already made, e.g. the reward's `acc` during training (verl's validation): step 2 is
+    skipped for that problem and each sample keeps its own verdict (a form is keyed by its normal
+    form AND its verdict, so a sample is never re-labelled; a correct sample without an answer
+    still counts as correct).
     """
+    if known_correct is not None and len(known_correct) != len(problems):
+        raise ValueError(f"known_correct has {len(known_correct)} entries for {len(problems)} problems")
+    known_of = list(known_correct) if known_correct is not None else [None] * len(problems)
     # 1. forms
     forms_of: list[list[str]] = []
     count_of: list[list[int]] = []
     sample_form_of: list[list[int | None]] = []
-    for answers, _ in problems:
-        unique: dict[str, int] = {}
+    known_form_correct: list[list[bool] | None] = []
+    for (answers, _), known in zip(problems, known_of, strict=True):
+        if known is not None and len(known) != len(answers):
+            raise ValueError(f"known_correct: {len(known)} verdicts for {len(answers)} answers")
+        unique: dict[tuple[str, bool | None], int] = {}
         forms: list[str] = []
         counts: list[int] = []
+        verdicts_known: list[bool] = []
         sample_form: list[int | None] = []
-        for a in answers:
-            if a is None or not a.strip():
+        for i, a in enumerate(answers):
+            ok = None if known is None else bool(known[i])
+            empty = a is None or not a.strip()
+            if empty and not ok:
                 sample_form.append(None)
                 continue
-            key = normalize_answer(a)
+            key = ("" if empty else normalize_answer(a), ok)
             if key not in unique:
                 unique[key] = len(forms)
-                forms.append(a.strip())
+                forms.append("" if empty else a.strip())
                 counts.append(0)
+                verdicts_known.append(bool(ok))
             counts[unique[key]] += 1
             sample_form.append(unique[key])
         forms_of.append(forms)
         count_of.append(counts)
         sample_form_of.append(sample_form)
+        known_form_correct.append(None if known is None else verdicts_known)
 
-    # 2. every form against the ground truth, one batch for all problems
-    pairs = [(f, str(gold)) for forms, (_, gold) in zip(forms_of, problems, strict=True) for f in forms]
+    # 2. every form against the ground truth (unless known), one batch for all problems
+    pairs = [
+        (f, str(gold))
+        for forms, (_, gold), known in zip(forms_of, problems, known_form_correct, strict=True)
+        if known is None
+        for f in forms
+    ]
     verdicts = iter(judge(pairs) if pairs else [])
-    form_correct_of = [[bool(next(verdicts)) for _ in forms] for forms in forms_of]
-    judgements = [len(forms) for forms in forms_of]
+    form_correct_of = [
+        list(known) if known is not None else [bool(next(verdicts)) for _ in forms]
+        for forms, known in zip(forms_of, known_form_correct, strict=True)
+    ]
+    judgements = [
+        0 if known is not None else len(forms)
+        for forms, known in zip(forms_of, known_form_correct, strict=True)
+    ]
 
     # 3. the correct cluster (id 0 when there is one), 4. wrong clusters
     clusterers = []

@@ -188,6 +188,32 @@ def score_problem(
     }
 
 
+def _answers_of(rec: dict, extract: Extractor) -> list[str | None]:
+    """The record's answers: given (`"answers"`, e.g. the reward's `pred` in verl's validation)
+    or extracted from the responses."""
+    given = rec.get("answers")
+    if given is None:
+        return [extract(t) for t in rec["responses"]]
+    if len(given) != len(rec["responses"]):
+        raise ValueError(
+            f"problem {rec.get('uid')!r}: {len(given)} answers for {len(rec['responses'])} responses"
+        )
+    return [None if a is None else str(a) for a in given]
+
+
+def _known_correct(rec: dict) -> list[bool] | None:
+    """Verdicts against the ground truth already made (`"correct"`, e.g. the reward's `acc` in
+    verl's validation); None: judge the answers here."""
+    given = rec.get("correct")
+    if given is None:
+        return None
+    if len(given) != len(rec["responses"]):
+        raise ValueError(
+            f"problem {rec.get('uid')!r}: {len(given)} verdicts for {len(rec['responses'])} responses"
+        )
+    return [bool(c) for c in given]
+
+
 def _mean_dicts(dicts: Sequence[dict[str, float]]) -> dict[str, float]:
     """Key-wise mean over the keys every dict has (a quantity some lack is omitted)."""
     if not dicts:
@@ -210,7 +236,10 @@ def score_samples(
     """Score samples (records, or samples JSONL path(s)) per benchmark (= data_source) and on
     average over benchmarks (SPEC §9). `ks` defaults to 1, 2, 4, ... up to the smallest n.
 
-    Answers come from `extract(text) -> str | None` (default `siren_verl.reward.extract_answer`).
+    Answers come from `extract(text) -> str | None` (default `siren_verl.reward.extract_answer`),
+    unless a record carries them (`"answers"`, and optionally the verdicts against the ground truth
+    `"correct"`: verl's validation generations scored by the training reward, whose `pred` / `acc`
+    are then used as they are, see `siren_verl.eval.validation`).
     Equivalence: `judge_batch(pairs) -> [bool]` or pairwise `equivalent(pred, reference) -> bool`;
     default `siren_verl.reward.judge_many_detailed` (parallel workers, `timeout_s` per judgement).
     The judgements of `problems_per_batch` problems go to the judge together.
@@ -267,10 +296,11 @@ def score_samples(
                         judge_batch = reward_judge = RewardBatchJudge(timeout_s)
                 judge = _CountingJudge(judge_batch)
                 extract = extract if extract is not None else reward_extractor()
-            answers_of = [[extract(t) for t in rec["responses"]] for rec in chunk]
+            answers_of = [_answers_of(rec, extract) for rec in chunk]
             clusters_of = cluster_answers_many(
                 [(answers, str(rec["ground_truth"])) for answers, rec in zip(answers_of, chunk, strict=True)],
                 judge,
+                known_correct=[_known_correct(rec) for rec in chunk],
             )
             for rec, answers, clusters in zip(chunk, answers_of, clusters_of, strict=True):
                 metrics = problem_metrics(
@@ -411,15 +441,41 @@ def plot_pass_at_k(report: dict, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "backend")
+
+
+def report_header(report: dict) -> str:
+    """What was scored: the model, the sampling settings, n and the date (scores.md's first lines)."""
+    gen = report.get("generation") or {}
+    lines = ["## Evaluation", ""]
+    if "model" in gen:
+        lines.append(f"- model: `{gen['model']}`")
+    elif "source" in gen:
+        step = f", step {gen['step']}" if gen.get("step") is not None else ""
+        lines.append(f"- samples: {gen['source']}{step}")
+    else:
+        lines.append("- model: unknown (the samples file has no `.meta.json` beside it)")
+    sampling = [f"{k}={gen[k]}" for k in SAMPLING_KEYS if k in gen]
+    if sampling:
+        lines.append(f"- sampling: {', '.join(sampling)}")
+    lines.append(f"- n = {gen.get('n', _n_of(report))} samples per problem; ks = {report['ks']}")
+    if report.get("scored_at"):
+        lines.append(f"- scored: {report['scored_at']}")
+    return "\n".join(lines) + "\n\n"
+
+
 def write_report(report: dict, out_dir: str | os.PathLike, plot: bool = True) -> dict[str, Path]:
-    """scores.json, scores.md and pass_at_k.png in `out_dir`; returns their paths."""
+    """scores.json, scores.md and pass_at_k.png in `out_dir`; returns their paths. Both files name
+    the model, the sampling settings, n and the date (`report["scored_at"]`, UTC, set here if absent)."""
     import json
+    from datetime import datetime, timezone
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    report.setdefault("scored_at", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"))
     paths = {"json": out / "scores.json", "markdown": out / "scores.md"}
     paths["json"].write_text(json.dumps(report, indent=1) + "\n")
-    paths["markdown"].write_text(markdown_tables(report))
+    paths["markdown"].write_text(report_header(report) + markdown_tables(report))
     if plot:
         paths["png"] = out / "pass_at_k.png"
         plot_pass_at_k(report, paths["png"])

@@ -136,3 +136,16 @@ def test_data_parallel_generation_on_cpu(tiny_model, toy_parquet, tmp_path, caps
     assert read_records(out / "samples.jsonl") == read_records(single)
     names = sorted(p.name for p in out.iterdir())
     assert names == ["samples.jsonl", "samples.jsonl.meta.json", "scores.json", "scores.md"]
+
+
+def test_settings_change_error_names_the_option_used(tmp_path):
+    """`eval run` names its output with --output-dir, `eval generate` with --output (issue 17)."""
+    from siren_verl.eval import generation as G
+
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("{}\n")
+    G.check_or_write_meta(samples, G.SamplingSettings(model="m", seed=1))
+    with pytest.raises(ValueError, match="use another --output-dir or pass --allow-settings-change"):
+        G.check_or_write_meta(samples, G.SamplingSettings(model="m", seed=2), output_option="--output-dir")
+    with pytest.raises(ValueError, match="use another --output or pass"):
+        G.check_or_write_meta(samples, G.SamplingSettings(model="m", seed=2))

@@ -170,7 +170,23 @@ def test_report_files(tmp_path, equiv, extract):
     assert f"{100 * a:.1f}" in md
     png = paths["png"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    assert markdown_tables(report) == md
+    # a header naming what was scored, then the tables
+    assert md.endswith(markdown_tables(report))
+    assert "model: unknown" in md and "n = 8 samples per problem" in md and data["scored_at"] in md
+
+
+def test_report_names_model_sampling_n_and_date(tmp_path, equiv, extract):
+    report = score_samples(make_records(1), ks=[1, 8], equivalent=equiv, extract=extract)
+    report["generation"] = {"model": "Qwen/Qwen2.5-Math-7B", "n": 8, "temperature": 0.6, "top_p": 0.7,
+                            "top_k": -1, "max_tokens": 3072, "seed": 0, "backend": "vllm"}  # fmt: skip
+    paths = write_report(report, tmp_path, plot=False)
+    md = paths["markdown"].read_text()
+    assert "- model: `Qwen/Qwen2.5-Math-7B`" in md
+    assert "- sampling: temperature=0.6, top_p=0.7, top_k=-1, max_tokens=3072, seed=0, backend=vllm" in md
+    assert "- n = 8 samples per problem" in md
+    data = json.loads(paths["json"].read_text())
+    assert data["generation"]["model"] == "Qwen/Qwen2.5-Math-7B" and data["scored_at"].endswith("UTC")
+    assert f"- scored: {data['scored_at']}" in md
 
 
 def test_compare(tmp_path, equiv, extract):
