@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from siren_verl.entropy.aggregate import masked_seq_mean_token_mean, masked_token_mean
+from siren_verl.methods.parts.regularizers import REGULARIZERS
 from siren_verl.methods.presets import LOCAL_AGG_MODES
 
 GlobalAgg = Callable[[Tensor, Tensor], Tensor]
@@ -143,6 +144,9 @@ def regularizer_term(
         micro_weight: w_m = B_m · D / G (local aggregation only; see the module docstring).
         global_agg: `agg_loss` bound to verl's global batch info (global aggregation only).
     """
+    form = REGULARIZERS.get(spec.regularizer)
+    if form is None:
+        raise ValueError(f"regularizer={spec.regularizer!r}: must be one of {', '.join(REGULARIZERS)}")
     mask = select_tokens(spec, sel_entropy, response_mask, token_mask)
     resp = response_mask.to(torch.bool)
     with torch.no_grad():
@@ -150,29 +154,21 @@ def regularizer_term(
         selected_mean = float(local_aggregate(reg_entropy.detach(), mask, resp, local_mode))
         selected_frac = float(mask.sum()) / max(1, int(resp.sum()))
 
-    if spec.regularizer == "anchored_square":
-        if spec.global_agg:
-            raise ValueError("regularizer=anchored_square: H̄ is aggregated per micro-batch (global_agg must be False)")
-        if anchor is None:
-            raise ValueError("regularizer=anchored_square: the step carries no anchor H_0")
-        h_bar = local_aggregate(reg_entropy, mask, resp, spec.agg_mode)
-        term = micro_weight * coef * (h_bar - anchor) ** 2  # SPEC §3
-        return TermResult(term, selected_mean, selected_frac, coef)
+    if form.per_micro_batch and spec.global_agg:
+        raise ValueError(
+            f"regularizer={spec.regularizer}: H̄ is aggregated per micro-batch (global_agg must be False)"
+        )
+    used_coef = coef if sample_coef is None else None
+    step_coef = coef if sample_coef is None else sample_coef.to(reg_entropy.dtype).detach()
+    if spec.global_agg:
+        if global_agg is None:
+            raise ValueError(f"agg_mode={spec.agg_mode!r}: a global aggregation needs verl's agg_loss (global_agg)")
+        # SPEC §4/§6: −agg(α·H) with the PG loss's own normaliser (verl's agg_loss, global batch info)
+        term = form.term(reg_entropy, mask, global_agg, coef=step_coef, anchor=anchor)
+    else:
+        # H̄ of this micro-batch, the term weighted by w_m (module docstring; SPEC §3 micro-batch semantics)
+        def agg(values: Tensor, selected: Tensor) -> Tensor:
+            return local_aggregate(values, selected, resp, spec.agg_mode)
 
-    if spec.regularizer in ("bonus", "adaptive_target"):
-        if sample_coef is not None:
-            weights = sample_coef.to(reg_entropy.dtype).detach().reshape(-1, 1)
-            weighted = weights * reg_entropy
-            used_coef = None
-        else:
-            weighted = coef * reg_entropy
-            used_coef = coef
-        if not spec.global_agg:
-            term = -micro_weight * local_aggregate(weighted, mask, resp, spec.agg_mode)
-        else:
-            if global_agg is None:
-                raise ValueError(f"agg_mode={spec.agg_mode!r}: a global aggregation needs verl's agg_loss (global_agg)")
-            term = -global_agg(weighted, mask)  # SPEC §4/§6: −agg(α·H) with the PG loss's normaliser
-        return TermResult(term, selected_mean, selected_frac, used_coef)
-
-    raise ValueError(f"regularizer={spec.regularizer!r}: must be one of bonus, anchored_square, adaptive_target")
+        term = micro_weight * form.term(reg_entropy, mask, agg, coef=step_coef, anchor=anchor)
+    return TermResult(term, selected_mean, selected_frac, used_coef)
