@@ -69,6 +69,74 @@ def _safe_parse_expr(s, *args, **kwargs):
     raise EvalRefused(f"siren_verl reward worker: parse_expr refused a non-numeric string ({len(s)} chars)")
 
 
+# Library code generation (docs/methods.md §9: the library's own code generation runs, model text
+# never does). sympy compiles part of its polynomial code at run time (`MonomialOps._build` in
+# sympy/polys/monomials.py execs a template filled with integers) and the standard library builds
+# classes from templates (dataclasses, collections.namedtuple, typing). A `compile` is allowed when
+# the frame calling compile()/exec()/eval() is such library code. Excluded: the modules that turn
+# STRINGS THEY ARE GIVEN into code - sympy's parsers (`parse_expr`'s `eval_expr`, which
+# `sympify(str)` reaches), `lambdify` (prints expressions, i.e. names taken from the answer, into
+# source), the matchpy connector, plotting's lambdify, sympy's debug switch, the polys config, and
+# sympy.physics. Model text reaches code only through those, so it is never executed; the guard test
+# in tests/reward/test_hostile.py feeds it to every sink and checks each is refused.
+_TRUSTED_CODEGEN_DIRS: tuple[str, ...] = ()
+_TRUSTED_CODEGEN_FILES: frozenset[str] = frozenset()
+_UNTRUSTED_SYMPY_PARTS = (
+    "parsing/",
+    "utilities/lambdify.py",
+    "utilities/matchpy_connector.py",
+    "plotting/",
+    "physics/",
+    "polys/polyconfig.py",
+    "__init__.py",  # sympy/__init__.py itself (an exact match; sub-packages' __init__ are fine)
+)
+_refusals = 0  # EvalRefused raised in this process (a judgement that hit a guard is not "different")
+
+
+def _init_trusted_codegen() -> None:
+    global _TRUSTED_CODEGEN_DIRS, _TRUSTED_CODEGEN_FILES
+    import collections
+    import dataclasses
+    import typing
+
+    import sympy
+
+    _TRUSTED_CODEGEN_DIRS = (os.path.dirname(os.path.realpath(sympy.__file__)) + os.sep,)
+    _TRUSTED_CODEGEN_FILES = frozenset(
+        os.path.realpath(m.__file__) for m in (collections, dataclasses, typing)
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_trusted_codegen_file(filename: str) -> bool:
+    path = os.path.realpath(filename)
+    if path in _TRUSTED_CODEGEN_FILES:
+        return True
+    for root in _TRUSTED_CODEGEN_DIRS:
+        if path.startswith(root):
+            rel = path[len(root) :].replace(os.sep, "/")
+            return not any(
+                rel == part or (part.endswith("/") and rel.startswith(part)) for part in _UNTRUSTED_SYMPY_PARTS
+            )
+    return False
+
+
+def _compile_caller_trusted() -> bool:
+    """Whether the Python frame that called compile()/exec()/eval() is library code generation.
+    Frame 0 is this function, 1 the audit hook, 2 the caller of the builtin."""
+    try:
+        frame = sys._getframe(2)
+    except ValueError:
+        return False
+    return _is_trusted_codegen_file(frame.f_code.co_filename)
+
+
+def _refuse(message: str) -> EvalRefused:
+    global _refusals
+    _refusals += 1
+    return EvalRefused(message)
+
+
 def _audit_hook(event: str, args: tuple) -> None:
     if not _guards_installed:
         return
@@ -77,23 +145,26 @@ def _audit_hook(event: str, args: tuple) -> None:
         filename = args[1] if len(args) > 1 else None
         if _compile_allowed or (isinstance(filename, str | bytes) and not str(filename).startswith("<")):
             return
-        raise EvalRefused("siren_verl reward worker: compiling a string is disabled")
+        if _compile_caller_trusted():
+            return
+        raise _refuse("siren_verl reward worker: compiling a string is disabled")
     if event in _DENIED_EVENTS:
-        raise EvalRefused(f"siren_verl reward worker: {event} is disabled")
+        raise _refuse(f"siren_verl reward worker: {event} is disabled")
     if event == "open":
         mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
         if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
             isinstance(flags, int) and flags & _WRITE_FLAGS
         ):
-            raise EvalRefused(f"siren_verl reward worker: opening {args[0]!r} for writing is disabled")
+            raise _refuse(f"siren_verl reward worker: opening {args[0]!r} for writing is disabled")
 
 
 def install_guards() -> None:
     """Confine this process (defence in depth, see module doc); irreversible by design.
 
     1. sympy's `parse_expr` accepts only numeric literals (wherever it was imported by name);
-    2. an audit hook (PEP 578) refuses compiling strings outside that path (so eval/exec of text
-       fails) and the side effects listed in `_DENIED_EVENTS`, and opening files for writing.
+    2. an audit hook (PEP 578) refuses compiling strings outside that path and outside library
+       code generation (`_is_trusted_codegen_file`), so eval/exec of text fails, and refuses the
+       side effects listed in `_DENIED_EVENTS` and opening files for writing.
     """
     global _real_parse_expr, _guards_installed
     if _guards_installed:
@@ -108,6 +179,7 @@ def install_guards() -> None:
         module = sys.modules.get(module_name)
         if module is not None and getattr(module, "parse_expr", None) is _real_parse_expr:
             module.parse_expr = _safe_parse_expr
+    _init_trusted_codegen()
     sys.addaudithook(_audit_hook)
     _guards_installed = True
 
@@ -169,15 +241,17 @@ def _limit_memory(max_bytes: int | None) -> None:
 def _latex_config():
     from math_verify import LatexExtractionConfig
 
-    # The answer is already isolated by `extract_answer`; we wrap it in \boxed{} so the box rule
-    # (highest priority) picks exactly it. No ExprExtractionConfig: that path calls parse_expr.
+    # The answer is already isolated by `extract_answer`; `math_verify_input` wraps it so the box
+    # rule (highest priority) picks exactly it. No ExprExtractionConfig: that path calls parse_expr.
     return (LatexExtractionConfig(boxed_match_priority=0),)
 
 
 def _parse_answer(answer: str):
     from math_verify import parse
 
-    return parse("\\boxed{" + answer + "}", _latex_config(), parsing_timeout=None)
+    from siren_verl.reward.normalize import math_verify_input
+
+    return parse(math_verify_input(answer), _latex_config(), parsing_timeout=None)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -190,11 +264,16 @@ def judge_in_process(pred: str, gold: str) -> tuple[bool, str]:
     """math-verify equivalence of two bare answers (no time limit here: callers bound it)."""
     from math_verify import verify
 
+    refusals_before = _refusals
     gold_parsed = _parse_gold_cached(gold)
     pred_parsed = _parse_answer(pred)
     if not gold_parsed or not pred_parsed:
         return False, "parse_failure"
     equivalent = bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+    if not equivalent and _refusals != refusals_before:
+        # a guard refused something inside math-verify, which swallows errors as "different":
+        # report it (counted as a parse failure), never as a judged mismatch
+        return False, "error:EvalRefused"
     # math-verify falls back to the raw string when its LaTeX parser fails; a string-only side
     # that does not match is a parse failure, not a judged mismatch
     if not equivalent and not (_has_math_object(gold_parsed) and _has_math_object(pred_parsed)):
@@ -220,11 +299,27 @@ def _refused(fn) -> bool:
     return False
 
 
+def _library_codegen_runs() -> bool:
+    """sympy's run-time code generation (monomial arithmetic for a number of generators no
+    warm-up used) works under the guards, and a two-variable simplification that needs it too."""
+    import sympy
+    from sympy.polys.monomials import MonomialOps
+
+    try:
+        mul = MonomialOps(17).mul()
+        x, y = sympy.symbols("x y")
+        simplified = sympy.simplify(sympy.tan(y) ** 2 + 1 - 1 / sympy.cos(y) ** 2 + x**2 / 4 - x**2 / 4)
+    except EvalRefused:
+        return False
+    return mul((1,) * 17, (2,) * 17) == (3,) * 17 and simplified == 0
+
+
 def _selfcheck() -> dict:
     """Probe the guards from inside the worker (tests and `siren-verl doctor` use this)."""
     import resource
 
     import sympy
+    import sympy.parsing.sympy_parser as sympy_parser
     from sympy.parsing.sympy_parser import parse_expr
 
     return {
@@ -235,6 +330,11 @@ def _selfcheck() -> dict:
         "system_refused": _refused(lambda: os.system("true")),
         "write_refused": _refused(lambda: open(os.devnull, "w")),  # noqa: SIM115
         "numbers_still_parse": sympy.Number("12") == 12 and float(sympy.Number("2.5")) == 2.5,
+        "sympy_eval_expr_refuses_code": _refused(
+            lambda: sympy_parser.eval_expr("__import__('os').getpid()", {}, {})
+        ),
+        "lambdify_refused": _refused(lambda: sympy.lambdify(sympy.Symbol("x"), sympy.Symbol("x") + 1)),
+        "library_codegen_runs": _library_codegen_runs(),
         "rlimit_as": resource.getrlimit(resource.RLIMIT_AS)[0],
     }
 
@@ -252,6 +352,52 @@ def _resolve_judge(judge_spec: str | None, extra_sys_path: tuple[str, ...]):
             sys.path.insert(0, p)
     module_name, _, attr = judge_spec.partition(":")
     return getattr(importlib.import_module(module_name), attr)
+
+
+def zygote_main(ctl_fd: int, config_json: str) -> None:
+    """The judge pool's helper process (see `pool.py`): import and warm up math-verify once, then
+    fork one worker per request. Request: one byte on the control socket carrying a pipe end
+    (SCM_RIGHTS); reply: the worker's pid (8 bytes). Exits when the socket closes."""
+    import json
+    import socket
+    import struct
+    from multiprocessing.connection import Connection
+
+    config = json.loads(config_json)
+    ctl = socket.socket(fileno=ctl_fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the caller's terminal: the caller decides
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped automatically (no zombies)
+    extra = tuple(config.get("extra_sys_path") or ())
+    _resolve_judge(config.get("judge_spec"), extra)  # import an injected judge once, here
+    warm_up()
+    ctl.sendall(b"R")
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(ctl, 1, 4)
+        except OSError:
+            return
+        if not msg:
+            return
+        if not fds:
+            continue
+        for extra_fd in fds[1:]:
+            os.close(extra_fd)
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                ctl.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                worker_main(Connection(fds[0]), config.get("max_memory_bytes"), config.get("judge_spec"), extra)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(fds[0])
+        try:
+            ctl.sendall(struct.pack("!q", pid))
+        except OSError:
+            return
 
 
 def worker_main(

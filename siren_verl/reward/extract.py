@@ -129,11 +129,11 @@ def fallback_answer(text: str) -> str | None:
     return ans or None
 
 
-def extract_answer(text: str, fallback: bool = True) -> str | None:
+def extract_answer(text: str, fallback: bool = False) -> str | None:
     """The final answer of a model response (SPEC §9).
 
-    The argument of the last `\\boxed{...}` or `\\fbox{...}` (nested braces handled); if the
-    response has no box and `fallback` is true, the answer of a trailing "The answer is ..." /
+    The argument of the last `\\boxed{...}` or `\\fbox{...}` (nested braces handled); only if the
+    response has no box and `fallback` is true (off by default: boxed-only), the answer of a trailing "The answer is ..." /
     "Final answer: ..." sentence; otherwise None. The result is sanitised (no lone surrogates, no
     NULs) and stripped; it may be the empty string for `\\boxed{}`.
     """

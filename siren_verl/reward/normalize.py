@@ -17,6 +17,9 @@ import re
 from fractions import Fraction
 
 __all__ = [
+    "math_verify_input",
+    "unwrap_text_number",
+    "split_percent",
     "normalize_answer",
     "fast_verdict",
     "parse_rational",
@@ -224,3 +227,74 @@ def answer_too_complex(ans: str, max_chars: int, max_depth: int) -> str | None:
     """Why `ans` is refused before any parsing (None if it is fine): too long, nested too deep,
     or an astronomically large number (`numeric_blowup`)."""
     return answer_too_long(ans, max_chars) or answer_too_deep(ans, max_depth) or numeric_blowup(ans)
+
+
+# -- the hand-off to math-verify (docs/methods.md §9) ---------------------------------------------
+#
+# math-verify's LaTeX extraction (math_verify/parser.py) is built for answers inside a maths
+# environment in a model response: `make_latex_env_pattern` reads a percent sign in a group AFTER
+# the environment (`$50$\%`, `$50$ percent`) and turns it into `50 * UnevaluatedExpr(1/100)`
+# (`convert_to_pct`), which its grader compares both as 50 and as 0.5. A bare `\boxed{...}` (how the
+# answer used to be handed over) only matches the catch-all `\boxed{.+}` pattern, which has no
+# percent group: the `\%` stays inside the LaTeX, latex2sympy cannot parse it, and the answer is a
+# parse failure. Plain math-verify users are rescued by its ExprExtractionConfig path, which we must
+# not use (it hands the text to sympy's `parse_expr`, i.e. Python `eval`). So the answer is handed
+# over as a display environment around the box, `$$\boxed{<maths>}$$`, with a trailing percent sign
+# moved into math-verify's percent slot after it. The box keeps brace-matched boundaries (an answer
+# may contain `$`), the display form allows newlines (matrices).
+#
+# latex2sympy's unit rule drops a trailing `\text{...}` after maths (`5\text{ cm}` -> 5) but a
+# number written INSIDE text mode (`\text{5 cm}`, `\mbox{12 apples}`) is text to it: we move the
+# leading number out of the text group (`5\text{ cm}`), as a human grader reads it.
+
+_PERCENT_TAIL_RE = re.compile(
+    r"^(?P<body>.*?)\s*(?:\\%|%|\\(?:text|mbox|mathrm|textrm)\{\s*(?:\\?%|percent(?:age)?|pct)\s*\}"
+    r"|\bpercent(?:age)?|\bpct)\s*$",
+    re.DOTALL,
+)
+_TEXT_NUMBER_RE = re.compile(
+    r"^\\(?:text|textrm|textbf|textit|textnormal|mathrm|mbox)\s*\{\s*"
+    r"(?P<num>[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(?P<rest>[^{}]*)\}(?P<after>.*)$",
+    re.DOTALL,
+)
+_UNICODE_MATHS = (
+    ("\u2212", "-"),  # minus sign
+    ("\u00b0", "^\\circ"),  # degree sign
+    ("\u03c0", "\\pi "),
+    ("\u221e", "\\infty "),
+    ("\u2264", "\\le "),
+    ("\u2265", "\\ge "),
+    ("\u00d7", "\\times "),
+    ("\u00b7", "\\cdot "),
+)
+
+
+def split_percent(ans: str) -> tuple[str, bool]:
+    """(`ans` without a trailing percent sign, whether it had one): `\\%`, `%`, `\\text{\\%}`,
+    `percent`, `percentage`, `pct`."""
+    m = _PERCENT_TAIL_RE.match(ans)
+    if m and m.group("body").strip():
+        return m.group("body").strip(), True
+    return ans, False
+
+
+def unwrap_text_number(ans: str) -> str:
+    """`\\text{5 cm}` -> `5\\text{ cm}`; `\\text{12}` -> `12` (a number written in text mode)."""
+    m = _TEXT_NUMBER_RE.match(ans.strip())
+    if not m:
+        return ans
+    rest = m.group("rest").strip()
+    return m.group("num") + (f"\\text{{ {rest}}}" if rest else "") + m.group("after")
+
+
+def math_verify_input(ans: str) -> str:
+    """The bare answer as the text math-verify's LaTeX extractor parses (see the comment above):
+    `$$\\boxed{<maths>}$$`, then `\\%` if the answer ended in a percent sign."""
+    s = ans.strip()
+    for char, latex in _UNICODE_MATHS:
+        if char in s:
+            s = s.replace(char, latex)
+    s = unwrap_text_number(s)
+    body, percent = split_percent(s)
+    body = unwrap_text_number(body)
+    return "$$\\boxed{" + body + "}$$" + ("\\%" if percent else "")

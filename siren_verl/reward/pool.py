@@ -4,25 +4,44 @@ Why not `concurrent.futures.ProcessPoolExecutor` (what verl's math_verify wrappe
 that times out keeps its worker busy; an uninterruptible judgement (C-level big-integer work) then
 holds a worker forever and later judgements queue behind it. Here every job owns one worker; when
 the hard limit passes, that worker is SIGKILLed and replaced, so no judgement ever outlives its limit
-(SPEC §9 "every judgement has a hard time limit").
+(docs/methods.md §9 "every judgement has a hard time limit").
 
-Workers are started with the "forkserver" method: the fork server imports math-verify/sympy once
-(preload), then each worker (and each replacement after a kill) is a cheap fork of it. The fork
-server is single-threaded, so this is safe inside multi-threaded hosts (Ray actors, verl's reward
-loop, which calls `compute_score` from a thread pool). The pool itself is thread-safe: concurrent
-callers each borrow idle workers.
+How workers start (callable from any context, docs/methods.md §9). Each pool starts ONE helper
+process, the *zygote*: `python -c "...; zygote_main()"` started with `subprocess.Popen`, a fresh
+interpreter that imports math-verify/sympy and runs the warm-up once, then forks a worker whenever
+the pool asks for one (a replacement after a kill costs a fork, not a 5 s interpreter start). The
+pool hands each new worker one end of a `multiprocessing.Pipe` over a Unix socket (`SCM_RIGHTS`)
+and gets back its pid. We do not use multiprocessing's "spawn"/"forkserver" start methods: both
+re-import the caller's `__main__` in the server and in every worker (`spawn.get_preparation_data`
+-> `init_main_from_path`), so a script without an `if __name__ == "__main__":` guard runs twice and
+dies with "An attempt has been made to start a new process before the current process has finished
+its bootstrapping phase"; "fork" is unsafe in threaded hosts (verl's reward loop, Ray actors) and
+would copy the caller's whole memory. The zygote never sees the caller's `__main__`, is single-
+threaded when it forks, and needs no picklable state, so the pool works from a script's top level,
+`python -c`, a thread, a notebook's `exec`, a forked child (a new pool per process: pipes do not
+survive a fork), a Ray worker and verl's reward loop alike. The zygote exits when the pool's
+socket closes (the caller exited or was killed); workers exit when their pipe closes.
+
+The pool is thread-safe: concurrent callers each borrow idle workers.
 """
 
 from __future__ import annotations
 
 import atexit
 import itertools
-import multiprocessing
+import json
 import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, Pipe
 from multiprocessing.connection import wait as wait_connections
 
 __all__ = [
@@ -35,9 +54,15 @@ __all__ = [
 ]
 
 DEFAULT_WORKER_MEMORY_BYTES = 3 << 30  # 3 GiB of address space per worker
-_PRELOAD = ["siren_verl.reward._preload"]
 # fraction of the hard limit after which the worker's own alarm gives up (cheap: no kill needed)
 _SOFT_FRACTION = 0.8
+# the zygote imports math-verify/sympy and warms up (a few seconds; minutes on a loaded machine)
+ZYGOTE_START_TIMEOUT_S = 300.0
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_ZYGOTE_CODE = (
+    "import sys; sys.path[0] = sys.argv[1]; "
+    "from siren_verl.reward._worker import zygote_main; zygote_main(int(sys.argv[2]), sys.argv[3])"
+)
 
 
 def default_pool_size() -> int:
@@ -61,27 +86,102 @@ class JobResult:
     seconds: float
 
 
-class _Worker:
-    def __init__(self, ctx, max_memory_bytes: int | None, judge_spec: str | None, extra_sys_path: tuple[str, ...]):
-        from siren_verl.reward._worker import worker_main
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError("judge zygote closed its socket")
+        buf += chunk
+    return buf
 
-        parent_conn, child_conn = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(
-            target=worker_main,
-            args=(child_conn, max_memory_bytes, judge_spec, extra_sys_path),
-            daemon=True,
-            name="siren-judge",
-        )
-        self.process.start()
-        child_conn.close()
-        self.conn = parent_conn
+
+class _Zygote:
+    """The helper process that forks judge workers (see module doc)."""
+
+    def __init__(self, config: dict):
+        if not sys.executable:
+            raise RuntimeError(
+                "siren_verl.reward: sys.executable is empty, so the judge helper process cannot be "
+                "started; run under a regular Python interpreter"
+            )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _ZYGOTE_CODE, _PACKAGE_ROOT, str(theirs.fileno()), json.dumps(config)],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.lock = threading.Lock()
+        self.ready = False
+
+    def _wait_ready(self) -> None:
+        self.sock.settimeout(ZYGOTE_START_TIMEOUT_S)
+        try:
+            if _recv_exact(self.sock, 1) != b"R":
+                raise RuntimeError("judge zygote sent an unexpected start-up message")
+        except (OSError, EOFError) as exc:
+            raise RuntimeError(
+                f"the reward judge helper process did not start within {ZYGOTE_START_TIMEOUT_S:.0f} s "
+                f"(exit code {self.process.poll()}); its error, if any, is on stderr above"
+            ) from exc
+        finally:
+            self.sock.settimeout(None)
+        self.ready = True
+
+    def fork_worker(self) -> tuple[int, Connection]:
+        """A new worker: (pid, our end of its pipe)."""
+        ours, theirs = Pipe(duplex=True)
+        try:
+            with self.lock:
+                if not self.ready:
+                    self._wait_ready()
+                socket.send_fds(self.sock, [b"F"], [theirs.fileno()])
+                (pid,) = struct.unpack("!q", _recv_exact(self.sock, 8))
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return pid, ours
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        try:
+            self.sock.close()  # EOF: the zygote exits
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def abandon(self) -> None:
+        """In a forked child of the caller: drop our copy of the socket, touch nothing else."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class _Worker:
+    def __init__(self, zygote: _Zygote):
+        self.pid, self.conn = zygote.fork_worker()
 
     def kill(self) -> None:
         try:
-            self.process.kill()
-        except (OSError, ValueError, AttributeError):
+            os.kill(self.pid, signal.SIGKILL)  # the zygote reaps it (SIGCHLD ignored there)
+        except OSError:
             pass
-        self.process.join(timeout=5)
         try:
             self.conn.close()
         except OSError:
@@ -92,11 +192,10 @@ class _Worker:
             self.conn.send(None)
         except (OSError, ValueError):
             pass
-        self.process.join(timeout=1)
-        if self.process.is_alive():
-            self.kill()
-        else:
+        try:
             self.conn.close()
+        except OSError:
+            pass
 
 
 class JudgePool:
@@ -118,8 +217,8 @@ class JudgePool:
         self.max_memory_bytes = max_memory_bytes
         self.judge_spec = judge_spec
         self.extra_sys_path = tuple(str(p) for p in extra_sys_path)
-        self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(_PRELOAD)
+        self._zygote: _Zygote | None = None
+        self._zygote_lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._n_alive = 0
         self._cond = threading.Condition()
@@ -128,9 +227,35 @@ class JudgePool:
         self.kills = 0  # workers killed on a hard time-out (or found dead)
         self.jobs = 0  # judgements run
         self.max_job_seconds = 0.0  # longest dispatch-to-verdict wall time seen
+        self._pid = os.getpid()
+        _live_pools.add(self)
+
+    def _config(self) -> dict:
+        return {
+            "max_memory_bytes": self.max_memory_bytes,
+            "judge_spec": self.judge_spec,
+            "extra_sys_path": list(self.extra_sys_path),
+        }
 
     def _new_worker(self) -> _Worker:
-        return _Worker(self._ctx, self.max_memory_bytes, self.judge_spec, self.extra_sys_path)
+        """Fork a worker from the zygote (started on first use; restarted once if it died)."""
+        with self._zygote_lock:
+            if self._closed:
+                raise RuntimeError("JudgePool is closed")
+            if self._zygote is None or not self._zygote.alive():
+                if self._zygote is not None:
+                    self._zygote.close()
+                self._zygote = _Zygote(self._config())
+            zygote = self._zygote
+        try:
+            return _Worker(zygote)
+        except (OSError, EOFError):
+            with self._zygote_lock:
+                if self._zygote is zygote:
+                    zygote.close()
+                    self._zygote = _Zygote(self._config())
+                zygote = self._zygote
+            return _Worker(zygote)
 
     # -- worker borrowing ---------------------------------------------------------------------
     def _borrow(self, want: int) -> list[_Worker]:
@@ -284,7 +409,34 @@ class JudgePool:
             self._cond.notify_all()
         for w in idle:
             w.stop()
+        with self._zygote_lock:
+            zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.close()
 
+    def _abandon_after_fork(self) -> None:
+        """In a forked child of the caller: this pool belongs to the parent. Close our copies of
+        its sockets (no messages, no locks: another thread may have held one at the fork)."""
+        self._closed = True
+        for w in self._idle:
+            try:
+                w.conn.close()
+            except OSError:
+                pass
+        if self._zygote is not None:
+            self._zygote.abandon()
+
+
+_live_pools: weakref.WeakSet[JudgePool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_live_pools):
+        if pool._pid != os.getpid():
+            pool._abandon_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _default_pool: JudgePool | None = None
 _default_pool_pid: int | None = None

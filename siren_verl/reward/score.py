@@ -60,7 +60,9 @@ class RewardOptions:
     timeout_score: float | None = None
     no_answer_score: float | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
-    answer_fallback: bool = True  # "The answer is ..." when the response has no \boxed{}
+    # boxed-only by default, as in the papers: a response without \boxed{} scores no_answer_score.
+    # True also accepts a trailing "The answer is ..." / "Final answer: ..." sentence.
+    answer_fallback: bool = False
     max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS
     max_answer_depth: int = DEFAULT_MAX_ANSWER_DEPTH
 
@@ -171,7 +173,8 @@ def compute_score_batch(
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict:
     """verl custom reward (SPEC §9): {"score", "acc", "pred", "reward_timeout", "reward_parse_failure"}.
 
-    Extracts the last \\boxed{...} of `solution_str` (fallback "The answer is ..."), judges it
+    Extracts the last \\boxed{...} of `solution_str` (with `answer_fallback=True` also a trailing
+    "The answer is ..." when there is no box; off by default), judges it
     against `ground_truth` with math-verify in a killable worker process under a hard time limit.
     A time-out or parse failure scores as incorrect (or `timeout_score`) and is flagged; answers
     never raise. `data_source` is accepted for verl's signature and not used: every source is math.

@@ -119,3 +119,26 @@ def test_worker_guards_are_up():
     assert info["write_refused"]
     assert info["numbers_still_parse"]
     assert info["rlimit_as"] > 0
+    # sympy's own run-time code generation works, its string-eval paths stay shut
+    assert info["library_codegen_runs"]
+    assert info["sympy_eval_expr_refuses_code"]
+    assert info["lambdify_refused"]
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "score"),
+    [
+        (r"The answer is \boxed{50\%}.", "50", 1.0),
+        (r"\boxed{50}", r"50\%", 1.0),
+        (r"\boxed{\text{5 cm}}", "5", 1.0),
+        ("The answer is 42.", "42", 0.0),  # no box: boxed-only by default
+        # need sympy's run-time code generation inside the sandboxed worker
+        (r"\boxed{\tan^2(y)+1}", r"\sec^2(y)", 1.0),
+        (r"\boxed{x^2/4+y^2/3=1}", r"x^2/16+y^2/12=1/4", 1.0),
+    ],
+)
+def test_issue_15_lines(response, gold, score):
+    clear_cache()
+    out = compute_score("math", response, gold)
+    assert out["score"] == score, out
+    assert out["reward_parse_failure"] == 0.0 and out["reward_timeout"] == 0.0

@@ -48,12 +48,13 @@ def test_boxed_lookalike_command_is_not_a_box():
     ],
 )
 def test_fallback_answer(text, expected):
-    assert extract_answer(text) == expected
+    assert extract_answer(text, fallback=True) == expected
     assert extract_answer(text, fallback=False) is None
+    assert extract_answer(text) is None  # boxed-only by default
 
 
 def test_box_wins_over_fallback():
-    assert extract_answer(r"The answer is 3. Actually \boxed{4}") == "4"
+    assert extract_answer(r"The answer is 3. Actually \boxed{4}", fallback=True) == "4"
 
 
 @pytest.mark.parametrize("text", ["", "no final answer here", "I think it's 5", r"\boxed{unclosed"])

@@ -36,10 +36,14 @@ def test_no_answer():
     assert compute_score("math", NONE, "0.5", no_answer_score=-2.0)["score"] == -2.0
 
 
-def test_fallback_option():
+def test_boxed_only_by_default_fallback_is_an_option():
     resp = "The answer is 0.5."
-    assert compute_score("math", resp, r"\frac12")["acc"] is True
+    out = compute_score("math", resp, r"\frac12")
+    assert out["acc"] is False and out["score"] == 0.0 and out["pred"] == ""
     assert compute_score("math", resp, r"\frac12", answer_fallback=False)["acc"] is False
+    assert compute_score("math", resp, r"\frac12", answer_fallback=True)["acc"] is True
+    # the line: no box at all scores 0 by default
+    assert compute_score("math", "The answer is 42.", "42")["score"] == 0.0
 
 
 def test_extra_info_options_and_precedence():
