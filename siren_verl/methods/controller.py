@@ -26,6 +26,8 @@ from torch import Tensor
 
 from siren_verl.methods.config import MethodSpec
 from siren_verl.methods.loss import RegularizerSpec, local_aggregate, select_tokens, valid_rows
+from siren_verl.methods.parts.regularizers import REGULARIZERS
+from siren_verl.methods.parts.schedules import COEF_SCHEDULES, LAMBDA_SCHEDULES
 from siren_verl.methods.presets import LOCAL_AGG_MODES
 from siren_verl.methods.stats import step_statistics, token_mean
 
@@ -85,8 +87,6 @@ class EntropyController:
         total_steps: int | None = None,
         total_epochs: int | None = None,
     ):
-        from siren_verl.methods.parts import schedules
-
         self.spec = spec
         self.cfg = spec.config
         self.reg_spec = regularizer_spec(spec, actor_agg_mode)
@@ -94,32 +94,13 @@ class EntropyController:
         self.anchor: float | None = self.cfg.anchor  # H_0
         self.target: float | None = None  # H*
         parts = spec.parts
-
-        self.coef_schedule = None
-        if parts["coef_schedule"] == "aer" and self.cfg.aer.dynamic_coef:
-            aer = self.cfg.aer
-            self.coef_schedule = schedules.AERGlobalCoefficient(
-                alpha0=aer.alpha0, eta=aer.eta, alpha_max=aer.alpha_max, target=None
-            )
-        elif parts["coef_schedule"] == "adaptive":
-            at = self.cfg.adaptive_target
-            self.coef_schedule = schedules.AdaptiveTargetCoefficient(c0=at.c0, delta=at.delta, target=None)
-
+        # the parts' tables (parts/regularizers.py, parts/schedules.py) say what each part needs
+        self.regularizer = REGULARIZERS.get(parts["regularizer"])  # None: regularizer=none
+        self.coef_kind = COEF_SCHEDULES[parts["coef_schedule"]]
+        self.coef_schedule = self.coef_kind.build(self.cfg)
         self.lambda_schedule = None
         if parts["token_weighting"] == "par":
-            par = self.cfg.par
-            if par.schedule == "entropy_guided":
-                self.lambda_schedule = schedules.EntropyGuidedLambda(lambda0=par.lambda0, delta=par.delta, step=par.step)
-            elif par.schedule == "stage":
-                if total_steps is None:
-                    raise ValueError("entropy_control.par.schedule=stage: needs the run's total training steps")
-                self.lambda_schedule = schedules.StageLambda(total_steps=total_steps)
-            elif par.schedule == "epoch":
-                if total_epochs is None:
-                    raise ValueError("entropy_control.par.schedule=epoch: needs the run's total epochs")
-                self.lambda_schedule = schedules.EpochLambda(total_epochs=total_epochs)
-            else:
-                self.lambda_schedule = schedules.ConstantLambda(value=par.value)
+            self.lambda_schedule = LAMBDA_SCHEDULES[self.cfg.par.schedule](self.cfg.par, total_steps, total_epochs)
 
     # -----------------------------------------------------------------------------------------
     def _entropy(self, inputs: StepInputs, measure: str) -> Tensor:
@@ -191,7 +172,7 @@ class EntropyController:
                 values.metrics["entropy/anchor"] = self.anchor
             coef = self._coefficient(inputs, h_k, correct, values)
             values.scalars["coef"] = coef
-            values.scalars["anchor"] = self.anchor if reg == "anchored_square" else None
+            values.scalars["anchor"] = self.anchor if self.regularizer.uses_anchor else None
             values.metrics["entropy/coef"] = coef
             if self.target is not None:
                 values.metrics["entropy/target"] = self.target
@@ -224,54 +205,37 @@ class EntropyController:
 
     def _uses_anchor(self) -> bool:
         """Whether this method has an H_0 at all (else `entropy/anchor` is omitted, SPEC §8)."""
-        parts = self.spec.parts
-        if parts["regularizer"] == "anchored_square":
-            return True
-        if parts["coef_schedule"] == "aer":
-            return self.cfg.aer.anchored_target
-        if parts["coef_schedule"] == "adaptive":
-            return self.cfg.adaptive_target.target is None
-        return False
+        if self.regularizer is None:
+            return False
+        return self.regularizer.uses_anchor or self.coef_kind.uses_anchor(self.cfg)
 
     def _measure_anchor(self, inputs: StepInputs, token_mask: Tensor | None) -> float:
         """H_0 at the first step, on the whole global batch, without gradient (SPEC §3, §4.1, §6)."""
         parts = self.spec.parts
         mask = inputs.response_mask.to(torch.bool)
         reg_entropy = self._entropy(inputs, parts["entropy_measure"])
-        if parts["regularizer"] == "anchored_square":
-            # the same p, q and aggregation as the loss (SPEC §3)
+        if self.regularizer.uses_anchor:
+            # the regulariser's own anchor: the same p, q and aggregation as the loss (SPEC §3)
             sel = select_tokens(self.reg_spec, self._entropy(inputs, parts["selection_measure"]), mask, token_mask)
             return float(local_aggregate(reg_entropy.detach().to(torch.float64), sel, mask, self.reg_spec.agg_mode))
-        # AER / adaptive target: the token-mean entropy of the first rollout batch (SPEC §4.1)
+        # a schedule's initial-anchored target: the token-mean entropy of the first rollout batch (SPEC §4.1)
         return float(token_mean(reg_entropy, mask))
 
     def _coefficient(self, inputs: StepInputs, h_k: float, correct: Tensor | None, values: StepValues) -> float:
-        parts = self.spec.parts
-        schedule = parts["coef_schedule"]
-        if schedule == "constant":
-            return float(self.spec.coef)
-        if schedule == "aer":
-            aer = self.cfg.aer
-            self.target = aer.rho_target * self.anchor if aer.anchored_target else aer.target  # SPEC §4.1
-            alpha_k = (
-                self.coef_schedule.observe(entropy=h_k, target=self.target)
-                if self.coef_schedule is not None
-                else aer.alpha0
-            )
-            if aer.difficulty != "none":  # SPEC §4.3
-                from siren_verl.methods.parts import per_sample_coefficients
+        """The step's coefficient from the coefficient schedule's table entry (SPEC §3, §4.1-§4.2, §6);
+        AER's difficulty-aware allocation per response (SPEC §4.3)."""
+        self.target = self.coef_kind.target(self.cfg, self.anchor)
+        coef = self.coef_kind.coefficient(self.coef_schedule, self.cfg, self.spec.coef, h_k, self.target)
+        if self.spec.parts["coef_schedule"] == "aer" and self.cfg.aer.difficulty != "none":  # SPEC §4.3
+            from siren_verl.methods.parts import per_sample_coefficients
 
-                if correct is None or inputs.uids is None:
-                    raise ValueError("entropy_control.aer.difficulty: needs the step's rewards and prompt uids")
-                values.sample_coef = per_sample_coefficients(
-                    alpha_k, inputs.uids, correct, mode=aer.difficulty, rho_hard=aer.rho_hard
-                )
-            return float(alpha_k)
-        if schedule == "adaptive":
-            at = self.cfg.adaptive_target
-            self.target = at.target if at.target is not None else at.anchor_ratio * self.anchor
-            return float(self.coef_schedule.observe(entropy=h_k, target=self.target))
-        raise ValueError(f"coef_schedule={schedule!r}: unknown")
+            aer = self.cfg.aer
+            if correct is None or inputs.uids is None:
+                raise ValueError("entropy_control.aer.difficulty: needs the step's rewards and prompt uids")
+            values.sample_coef = per_sample_coefficients(
+                coef, inputs.uids, correct, mode=aer.difficulty, rho_hard=aer.rho_hard
+            )
+        return coef
 
     # -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

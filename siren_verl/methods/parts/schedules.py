@@ -32,11 +32,17 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from siren_verl.methods.validate import check_int, check_real
 
 __all__ = [
+    "COEF_SCHEDULES",
+    "LAMBDA_SCHEDULES",
+    "CoefficientSchedule",
+    "register_coef_schedule",
     "Schedule",
     "initial_anchored_target",
     "ConstantCoefficient",
@@ -334,3 +340,98 @@ class ConstantLambda(ConstantCoefficient):
 
     def __init__(self, value: float) -> None:
         self._value = check_real("value", value, low=0.0, high=1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# the tables the controller and the config read (a new schedule is one entry here)
+# --------------------------------------------------------------------------------------------------
+# `cfg` below is the validated `entropy_control` group (siren_verl.methods.config.EntropyControlConfig)
+# and `coef` the method's resolved constant coefficient; the entries only read their own sub-group.
+
+
+@dataclass(frozen=True)
+class CoefficientSchedule:
+    """`entropy_control.coef_schedule=<name>`: how the driver decides a step's coefficient."""
+
+    name: str
+    build: Callable[[Any], Schedule | None]  # cfg -> the stateful schedule (None: nothing to advance)
+    uses_anchor: Callable[[Any], bool]  # cfg -> whether its target H* is anchored to H_0
+    target: Callable[[Any, float | None], float | None]  # (cfg, H_0) -> the step's H* (None: no target)
+    # (schedule, cfg, coef, H_k, H*) -> the coefficient of this step's loss (advances the schedule)
+    coefficient: Callable[[Schedule | None, Any, float, float, float | None], float]
+
+
+COEF_SCHEDULES: dict[str, CoefficientSchedule] = {}
+
+
+def register_coef_schedule(entry: CoefficientSchedule) -> CoefficientSchedule:
+    if entry.name in COEF_SCHEDULES:
+        raise ValueError(f"coef_schedule {entry.name!r} is already registered")
+    COEF_SCHEDULES[entry.name] = entry
+    return entry
+
+
+# the method's fixed coefficient (SIREN β, naive β, SPEC §3 / §6)
+register_coef_schedule(
+    CoefficientSchedule(
+        name="constant",
+        build=lambda cfg: None,
+        uses_anchor=lambda cfg: False,
+        target=lambda cfg, h0: None,
+        coefficient=lambda schedule, cfg, coef, h_k, target: float(coef),
+    )
+)
+
+
+def _aer_target(cfg, h0: float | None) -> float | None:
+    # SPEC §4.1: H* = ρ_target · H_0 (initial-anchored), else the fixed aer.target
+    return initial_anchored_target(h0, cfg.aer.rho_target) if cfg.aer.anchored_target else cfg.aer.target
+
+
+register_coef_schedule(
+    CoefficientSchedule(
+        name="aer",  # SPEC §4.2; aer.dynamic_coef=false keeps α ≡ aer.alpha0
+        build=lambda cfg: (
+            AERGlobalCoefficient(alpha0=cfg.aer.alpha0, eta=cfg.aer.eta, alpha_max=cfg.aer.alpha_max, target=None)
+            if cfg.aer.dynamic_coef
+            else None
+        ),
+        uses_anchor=lambda cfg: cfg.aer.anchored_target,
+        target=_aer_target,
+        coefficient=lambda schedule, cfg, coef, h_k, target: float(
+            schedule.observe(entropy=h_k, target=target) if schedule is not None else cfg.aer.alpha0
+        ),
+    )
+)
+
+
+def _adaptive_target(cfg, h0: float | None) -> float:
+    # SPEC §6: a fixed H* (nats), or H* = anchor_ratio · H_0 (the same initial-anchored form as §4.1)
+    at = cfg.adaptive_target
+    return at.target if at.target is not None else initial_anchored_target(h0, at.anchor_ratio)
+
+
+register_coef_schedule(
+    CoefficientSchedule(
+        name="adaptive",  # SPEC §6 adaptive_target (Skywork-OR1)
+        build=lambda cfg: AdaptiveTargetCoefficient(c0=cfg.adaptive_target.c0, delta=cfg.adaptive_target.delta, target=None),
+        uses_anchor=lambda cfg: cfg.adaptive_target.target is None,
+        target=_adaptive_target,
+        coefficient=lambda schedule, cfg, coef, h_k, target: float(schedule.observe(entropy=h_k, target=target)),
+    )
+)
+
+
+def _needs(what: str, value, key: str):
+    if value is None:
+        raise ValueError(f"entropy_control.par.schedule={key}: needs the run's total {what}")
+    return value
+
+
+# `entropy_control.par.schedule=<name>` -> (cfg.par, total_steps, total_epochs) -> λ schedule (SPEC §5)
+LAMBDA_SCHEDULES: dict[str, Callable[[Any, int | None, int | None], Schedule]] = {
+    "entropy_guided": lambda par, steps, epochs: EntropyGuidedLambda(lambda0=par.lambda0, delta=par.delta, step=par.step),
+    "stage": lambda par, steps, epochs: StageLambda(total_steps=_needs("training steps", steps, "stage")),
+    "epoch": lambda par, steps, epochs: EpochLambda(total_epochs=_needs("epochs", epochs, "epoch")),
+    "constant": lambda par, steps, epochs: ConstantLambda(value=par.value),
+}
