@@ -435,6 +435,45 @@ def _make_trainer_class():
                 context=report.context,
             )
 
+        # ---- validation: avg@k / pass@k / maj@k (SPEC §9), siren_verl/eval/validation.py -----
+        def _validate(self):
+            from siren_verl.eval.validation import ValidationCapture
+
+            self._siren_validation = ValidationCapture(self.replay_buffer)
+            try:
+                return super()._validate()
+            finally:
+                self._siren_validation.close()
+                self._siren_validation = None
+
+        def _maybe_log_val_generations(self, inputs, outputs, scores):
+            if getattr(self, "_siren_validation", None) is not None:
+                self._siren_validation.outputs = list(outputs)
+            super()._maybe_log_val_generations(inputs, outputs, scores)
+
+        def _dump_generations(self, inputs, outputs, gts, scores, reward_extra_infos_dict, dump_path):
+            capture = getattr(self, "_siren_validation", None)
+            if capture is not None and capture.dump is None:  # written once the data sources are known
+                capture.dump = (inputs, outputs, gts, scores, reward_extra_infos_dict, dump_path)
+                return
+            super()._dump_generations(inputs, outputs, gts, scores, reward_extra_infos_dict, dump_path)
+
+        def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, *args, **kwargs):
+            from siren_verl.eval.validation import ValidationDataError
+
+            metrics = super()._val_metrics_update(data_sources, sample_uids, reward_extra_infos_dict, *args, **kwargs)
+            capture = getattr(self, "_siren_validation", None)
+            if capture is None:
+                return metrics
+            if capture.dump is not None:
+                super()._dump_generations(*capture.with_data_sources(sample_uids, data_sources))
+            try:
+                metrics.update(capture.metrics(data_sources, sample_uids, reward_extra_infos_dict))
+            except ValidationDataError as err:
+                logger.warning("siren-verl: no validation pass@k / maj@k: %s", err)
+                print(f"[siren-verl] no validation pass@k / maj@k: {err}", flush=True)
+            return metrics
+
         # ---- checkpoint --------------------------------------------------------------------
         def _save_checkpoint(self):
             folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
