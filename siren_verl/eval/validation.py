@@ -291,3 +291,80 @@ def validation_metrics(
     metrics = metrics_from_report(score_validation(records, judge_batch=judge_batch))
     metrics[TIMING_KEY] = time.perf_counter() - start
     return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# what the trainer collects during one verl validation
+# ---------------------------------------------------------------------------------------------
+
+
+class ValidationCapture:
+    """Collects, during one run of verl 0.9.1's `PPOTrainer._validate`, what its metric hook
+    (`_val_metrics_update`, given data sources, uids and the reward's extra info per sample) lacks:
+
+    * the sample keys ``{uid}_{session_id}_{index}`` of each validation batch, read off the
+      replay buffer's `sample` (wrapped on the instance for the duration, `close()` restores it),
+      reduced to the final output of each session exactly as `_validate` does: they give each
+      sample's session id, i.e. its place among the problem's n samples;
+    * the decoded responses (`_maybe_log_val_generations(inputs, outputs, scores)`, same order);
+    * the validation dump call (`trainer.validation_data_dir`), held back until the data sources
+      are known so that the dump gets a `data_source` column (`with_data_sources`).
+    """
+
+    def __init__(self, replay_buffer=None):
+        self.keys: list[str] = []
+        self.outputs: list[str] | None = None
+        self.dump: tuple | None = None
+        self._buffer = replay_buffer
+        if replay_buffer is not None:
+            original = replay_buffer.sample
+
+            def sample(*args, **kwargs):
+                batch, info = original(*args, **kwargs)
+                self.keys.extend(final_output_keys([str(k) for k in batch.keys]))
+                return batch, info
+
+            replay_buffer.sample = sample  # an instance attribute: shadows the class's method
+
+    def close(self) -> None:
+        if self._buffer is not None and "sample" in vars(self._buffer):
+            del self._buffer.sample
+        self._buffer = None
+
+    def sessions_for(self, uids: Sequence[str]) -> list[int] | None:
+        """Each scored sample's session id, or None when the captured keys do not line up with
+        the scored samples (then samples keep verl's arrival order)."""
+        parts = [split_key(k) for k in self.keys]
+        if len(parts) != len(uids) or any(p[0] != str(u) for p, u in zip(parts, uids, strict=True)):
+            return None
+        return [p[1] for p in parts]
+
+    def metrics(
+        self,
+        data_sources: Sequence[str],
+        uids: Sequence[str],
+        reward_extra_infos: dict[str, Sequence],
+        judge_batch: BatchEquivalence | None = None,
+    ) -> dict[str, float]:
+        outputs = (
+            self.outputs if self.outputs is not None and len(self.outputs) == len(uids) else [""] * len(uids)
+        )
+        return validation_metrics(
+            [str(u) for u in uids],
+            [str(s) for s in data_sources],
+            outputs,
+            reward_extra_infos,
+            self.sessions_for(uids),
+            judge_batch=judge_batch,
+        )
+
+    def with_data_sources(self, uids: Sequence[str], data_sources: Sequence[str]) -> tuple:
+        """The held-back dump call's arguments with a `data_source` column added to its
+        reward-extra-info dict (verl dumps every column of that dict as a JSONL field)."""
+        assert self.dump is not None
+        inputs, outputs, gts, scores, extra, dump_path = self.dump
+        source_of = {str(u): str(s) for u, s in zip(uids, data_sources, strict=True)}
+        keys = extra.get("uid", [])
+        extra = dict(extra)
+        extra["data_source"] = [source_of.get(split_key(k)[0], "unknown") for k in keys]
+        return inputs, outputs, gts, scores, extra, dump_path
