@@ -64,6 +64,19 @@ def plot_parser() -> argparse.ArgumentParser:
         "allowed, e.g. 'val-core/*/acc/mean@*'",
     )
     parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="only the validation panels: pass@k, maj@k and avg@k against step (siren-verl's "
+        "val-siren/... metrics, logged at every validation), one line per k",
+    )
+    parser.add_argument(
+        "--benchmarks",
+        nargs="+",
+        metavar="SOURCE",
+        help="data sources drawn in the validation pass@k / maj@k / avg@k panels (default: 'average', "
+        "the mean over benchmarks; 'all': every benchmark)",
+    )
+    parser.add_argument(
         "--labels",
         nargs="+",
         metavar="LABEL",
@@ -92,7 +105,13 @@ def plot_main(argv: list[str] | None = None) -> int:
         )
 
     from siren_verl.viz.logs import RunLogError, load_run
-    from siren_verl.viz.plot import DEFAULT_PANELS, NoDataError, panels_for_metrics, plot_runs
+    from siren_verl.viz.plot import (
+        NoDataError,
+        default_panels,
+        panels_for_metrics,
+        plot_runs,
+        validation_panels,
+    )
 
     runs = []
     for path in args.runs:
@@ -100,11 +119,24 @@ def plot_main(argv: list[str] | None = None) -> int:
             runs.append(load_run(path))
         except (RunLogError, OSError) as err:
             return _error(prog, str(err))
-    panels = panels_for_metrics(args.metrics) if args.metrics else DEFAULT_PANELS
+    sources = args.benchmarks or ["average"]
+    sources = None if sources == ["all"] else sources
+    if args.metrics:
+        panels = panels_for_metrics(args.metrics) + (validation_panels(sources) if args.validation else ())
+    elif args.validation:
+        panels = validation_panels(sources)
+    else:
+        panels = default_panels(sources)
     try:
         result = plot_runs(runs, labels=args.labels, smooth=args.smooth, panels=panels, ncols=args.ncols)
     except NoDataError:
-        wanted = ", ".join(args.metrics) if args.metrics else "the default metrics"
+        wanted = (
+            ", ".join(args.metrics)
+            if args.metrics
+            else "the validation metrics (val-siren/...)"
+            if args.validation
+            else "the default metrics"
+        )
         found = "; ".join(
             f"{r.name} ({r.source}): {len(r.steps)} steps, {len(r.metric_names())} metrics" for r in runs
         )
@@ -113,13 +145,13 @@ def plot_main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     result.figure.savefig(output, dpi=args.dpi)
-    if result.dropped_panels:
-        print(
-            f"no data in any run for: {', '.join(result.dropped_panels)} (panels left out)", file=sys.stderr
-        )
-    for name in result.runs_without_data:
-        print(f"warning: run {name} has none of the plotted metrics", file=sys.stderr)
+    # one stream, one line each, in this order (stdout and stderr interleave unpredictably)
     print(f"wrote {output} ({len(result.panels)} panels: {', '.join(result.panels)})")
+    if result.dropped_panels:
+        print(f"no data in any run for: {', '.join(result.dropped_panels)} (panels left out)")
+    for name in result.runs_without_data:
+        print(f"warning: run {name} has none of the plotted metrics")
+    sys.stdout.flush()
     return 0
 
 

@@ -12,6 +12,9 @@ Reward                    ``critic/score/mean`` (verl's sequence score = verifie
                           back per run to ``critic/rewards/mean`` when the score was not logged
 Validation accuracy       ``val-core/<data_source>/<acc|reward>/mean@<N>`` (verl's core validation
                           metric: mean accuracy over N samples), one line per data source
+Validation pass@k         ``val-siren/average/pass@<k>`` (siren-verl's validation metrics, see
+Validation maj@k          ``siren_verl/eval/validation.py``): one panel per metric, one line per k,
+Validation avg@k          the mean over benchmarks by default; ``--benchmarks`` picks data sources
 ========================  =======================================================================
 
 Rules: a run lacking a metric simply has no line for it; a panel with no data in any run is dropped
@@ -39,6 +42,12 @@ from siren_verl.viz.logs import RunLog
 # verl: val-core/{data_source}/{var_name}/{metric_name}, core var "acc" (else "reward"), mean@N
 VAL_CORE_MEAN = re.compile(r"^val-core/(?P<source>.+)/(?P<var>acc|reward)/mean@(?P<n>\d+)$")
 LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "v", "D", "P", "X")  # sparse (validation) panels: line style + marker per line
+# siren-verl's validation metrics (siren_verl/eval/validation.py): val-siren/<source>/<kind>@<k>,
+# <source> a data_source or "average" (the mean over benchmarks)
+VAL_SIREN = re.compile(r"^val-siren/(?P<source>.+)/(?P<kind>avg|pass|maj)@(?P<k>\d+)$")
+VAL_AVERAGE = "average"
+VALIDATION_KINDS = (("pass", "unbiased pass@k"), ("maj", "maj@k"), ("avg", "avg@k"))
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,40 @@ def _val_core(run: RunLog) -> list[Line]:
     return lines
 
 
+def _val_siren(kind: str, sources: Sequence[str] | None) -> Callable[[RunLog], list[Line]]:
+    """The run's ``val-siren/<source>/<kind>@<k>`` lines for `sources` in the given order (None:
+    every benchmark, not their average), k ascending; the legend names the source when several."""
+    rank = None if sources is None else {s: i for i, s in enumerate(sources)}
+
+    def select(run: RunLog) -> list[Line]:
+        found = []
+        for metric in run.metric_names():
+            match = VAL_SIREN.match(metric)
+            if not match or match["kind"] != kind:
+                continue
+            source = match["source"]
+            if (source == VAL_AVERAGE) if rank is None else (source not in rank):
+                continue
+            found.append((source if rank is None else rank[source], source, int(match["k"]), metric))
+        found.sort()
+        several = len({f[1] for f in found}) > 1
+        return [
+            Line(metric, f"{source} {kind}@{k}" if several else f"{kind}@{k}")
+            for _, source, k, metric in found
+        ]
+
+    return select
+
+
+def validation_panels(sources: Sequence[str] | None = (VAL_AVERAGE,)) -> tuple[Panel, ...]:
+    """Validation pass@k, maj@k and avg@k against step, one panel each (SPEC §9). `sources`: data
+    sources to draw (default: the mean over benchmarks; None: every benchmark)."""
+    return tuple(
+        Panel(f"Validation {kind}@k", ylabel, _val_siren(kind, sources), smooth=False, markers=True)
+        for kind, ylabel in VALIDATION_KINDS
+    )
+
+
 def _pattern(pattern: str) -> Callable[[RunLog], list[Line]]:
     def select(run: RunLog) -> list[Line]:
         names = run.metric_names()
@@ -106,12 +149,18 @@ DEFAULT_PANELS: tuple[Panel, ...] = (
     Panel("Positive-advantage weight λ", "λ", _fixed("entropy/pos_adv_weight")),
     Panel("Reward", "mean score", _first_present("critic/score/mean", "critic/rewards/mean")),
     Panel("Validation accuracy", "mean@N", _val_core, smooth=False, markers=True),
+    *validation_panels(),
 )
 DEFAULT_METRICS_DESCRIPTION = (
     "entropy/full_mean, entropy/nucleus_mean, entropy/selected_mean, entropy/anchor, entropy/target, "
     "entropy/coef, entropy/pos_adv_weight, critic/score/mean (or critic/rewards/mean), "
-    "val-core/<source>/<acc|reward>/mean@<N>"
+    "val-core/<source>/<acc|reward>/mean@<N>, val-siren/average/<pass|maj|avg>@<k>"
 )
+
+
+def default_panels(sources: Sequence[str] | None = (VAL_AVERAGE,)) -> tuple[Panel, ...]:
+    """`DEFAULT_PANELS` with the validation pass@k / maj@k / avg@k panels drawing `sources`."""
+    return DEFAULT_PANELS[: -len(VALIDATION_KINDS)] + validation_panels(sources)
 
 
 def panels_for_metrics(metrics: Sequence[str]) -> tuple[Panel, ...]:
@@ -190,12 +239,12 @@ def plot_runs(
         color_of.setdefault(name, palette[len(color_of) % len(palette)])
     flat = list(axes.flat)
     for ax, (panel, content) in zip(flat, kept, strict=False):
-        styles: dict[str, str] = {}
+        styles: dict[str, int] = {}
         in_legend: set[str] = set()
         for run_index, lines in content:
             run = runs[run_index]
             for line in lines:
-                style = styles.setdefault(line.legend, LINE_STYLES[len(styles) % len(LINE_STYLES)])
+                style_index = styles.setdefault(line.legend, len(styles))
                 steps, values = run.series(line.metric)
                 if panel.smooth:
                     values = moving_average(values, smooth)
@@ -206,9 +255,9 @@ def plot_runs(
                 ax.plot(
                     steps,
                     values,
-                    linestyle=style,
+                    linestyle=LINE_STYLES[style_index % len(LINE_STYLES)],
                     color=color_of[names[run_index]],
-                    marker="o" if panel.markers else None,
+                    marker=MARKERS[style_index % len(MARKERS)] if panel.markers else None,
                     markersize=3.5,
                     linewidth=1.6,
                     label=label,

@@ -9,9 +9,28 @@ from hypothesis import strategies as st
 
 from siren_verl.viz.cli import plot_main
 from siren_verl.viz.logs import load_run
-from siren_verl.viz.plot import DEFAULT_PANELS, NoDataError, moving_average, panels_for_metrics, plot_runs
+from siren_verl.viz.plot import (
+    DEFAULT_PANELS,
+    NoDataError,
+    moving_average,
+    panels_for_metrics,
+    plot_runs,
+    validation_panels,
+)
 
 STEPS = range(1, 11)
+
+
+def val_siren(step: int) -> dict:
+    """siren-verl's validation metrics (siren_verl/eval/validation.py) of two benchmarks + average:
+    value = step/100 + k/10 + (0.01 math, 0.02 gsm8k, 0.015 average)."""
+    offset = {"math": 0.01, "gsm8k": 0.02, "average": 0.015}
+    return {
+        f"val-siren/{source}/{kind}@{k}": step / 100 + k / 10 + off
+        for source, off in offset.items()
+        for kind in ("avg", "pass", "maj")
+        for k in (1, 2, 4)
+    } | {f"val-siren/{source}/distinct_answers": 2.0 for source in offset}
 
 
 def _run_a_calls():
@@ -23,7 +42,8 @@ def _run_a_calls():
                 "val-core/math/acc/mean@4": 0.20,
                 "val-core/gsm8k/acc/mean@4": 0.50,
                 "val-aux/math/acc/std@4": 0.1,
-            },
+            }
+            | val_siren(0),
         )
     ]
     for s in STEPS:
@@ -43,7 +63,7 @@ def _run_a_calls():
                 "val-core/math/acc/mean@4": 0.2 + 0.02 * s,
                 "val-core/gsm8k/acc/mean@4": 0.5 + 0.01 * s,
                 "val-core/math/acc/maj@4/mean": 0.9,  # not a mean@N key: must not be plotted
-            }
+            } | val_siren(s)
         calls.append((s, data))
     return calls
 
@@ -74,7 +94,7 @@ def test_panels_and_lines_of_two_overlaid_runs(two_runs):
     runs = [load_run(p) for p in two_runs]
     result = plot_runs(runs)
     assert result.dropped_panels == [] and result.runs_without_data == []
-    assert len(result.figure.axes) == 6
+    assert len(result.figure.axes) == 9
     assert _lines_by_panel(result.figure) == {
         "Entropy": [
             "siren_run · full_mean",
@@ -91,6 +111,10 @@ def test_panels_and_lines_of_two_overlaid_runs(two_runs):
             "siren_run · math acc@4",
             "par_run · lighteval/MATH reward@1",
         ],
+        # siren-verl's validation metrics: the mean over benchmarks by default, one line per k
+        "Validation pass@k": ["siren_run · pass@1", "siren_run · pass@2", "siren_run · pass@4"],
+        "Validation maj@k": ["siren_run · maj@1", "siren_run · maj@2", "siren_run · maj@4"],
+        "Validation avg@k": ["siren_run · avg@1", "siren_run · avg@2", "siren_run · avg@4"],
     }
     # colour = run, line style = metric
     entropy = next(ax for ax in result.figure.axes if ax.get_title() == "Entropy")
@@ -109,8 +133,16 @@ def test_runs_with_the_same_label_share_a_colour_and_one_legend_entry(tmp_path, 
     legend names GRPO once."""
     paths = []
     for name, slope in (("grpo-s1", -0.1), ("grpo-s2", -0.2), ("siren-s1", 0.0)):
-        paths.append(write_file_log(tmp_path / f"{name}.jsonl", [(s, {"entropy/full_mean": 3 + slope * s}) for s in STEPS]))
-    result = plot_runs([load_run(p) for p in paths], labels=["GRPO", "GRPO", "SIREN"], panels=panels_for_metrics(["entropy/full_mean"]))
+        paths.append(
+            write_file_log(
+                tmp_path / f"{name}.jsonl", [(s, {"entropy/full_mean": 3 + slope * s}) for s in STEPS]
+            )
+        )
+    result = plot_runs(
+        [load_run(p) for p in paths],
+        labels=["GRPO", "GRPO", "SIREN"],
+        panels=panels_for_metrics(["entropy/full_mean"]),
+    )
     (ax,) = result.figure.axes
     lines = ax.get_lines()
     assert len(lines) == 3
@@ -187,10 +219,50 @@ def test_plot_command_writes_a_png_of_the_expected_size(two_runs, tmp_path, caps
     assert code == 0, capsys.readouterr().err
     with Image.open(out) as image:
         assert image.format == "PNG"
-        assert image.size == (2 * 6.0 * 50, 3 * 3.6 * 50)  # 6 panels in 2 columns, 6.0x3.6 in each
+        assert image.size == (2 * 6.0 * 50, 5 * 3.6 * 50)  # 9 panels in 2 columns, 6.0x3.6 in each
         pixels = np.asarray(image.convert("L"))
     assert pixels.min() < 100 < pixels.max()  # something was drawn on a light background
-    assert "6 panels" in capsys.readouterr().out
+    assert "9 panels" in capsys.readouterr().out
+
+
+def test_validation_panels_against_step_per_benchmark(two_runs, tmp_path, capsys):
+    """`--validation`: pass@k / maj@k / avg@k against step, one panel each; `--benchmarks` picks
+    the data sources (default: the mean over benchmarks)."""
+    runs = [load_run(p) for p in two_runs]
+    result = plot_runs(runs, panels=validation_panels(["math", "gsm8k"]))
+    assert result.panels == ["Validation pass@k", "Validation maj@k", "Validation avg@k"]
+    assert result.runs_without_data == ["par_run"]
+    pass_ax = next(ax for ax in result.figure.axes if ax.get_title() == "Validation pass@k")
+    lines = pass_ax.get_lines()
+    assert [line.get_label() for line in lines] == [
+        f"siren_run · {src} pass@{k}" for src in ("math", "gsm8k") for k in (1, 2, 4)
+    ]
+    # val-siren/gsm8k/pass@2 at its validation steps, unsmoothed: step/100 + 2/10 + 0.02
+    assert list(lines[4].get_xdata()) == [0, 5, 10]
+    np.testing.assert_allclose(lines[4].get_ydata(), [s / 100 + 0.22 for s in (0, 5, 10)])
+    # each k its own line style / marker pair
+    assert len({(line.get_linestyle(), line.get_marker()) for line in lines[:3]}) == 3
+    # every benchmark, not the average
+    every = plot_runs(runs, panels=validation_panels(None)).figure.axes[0].get_lines()
+    assert {line.get_label().split(" · ")[1].split()[0] for line in every} == {"gsm8k", "math"}
+
+    out = tmp_path / "val.png"
+    assert plot_main([str(two_runs[0]), "--validation", "-o", str(out), "--dpi", "30"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"wrote {out} (3 panels: Validation pass@k, Validation maj@k, Validation avg@k)\n")
+    assert plot_main([str(two_runs[0]), "--validation", "--benchmarks", "math", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert plot_main([str(two_runs[1]), "--validation", "-o", str(out)]) == 1
+    assert "no run has any of the validation metrics" in capsys.readouterr().err
+
+
+def test_plot_command_messages_are_lines_in_order(tmp_path, write_file_log, capsys):
+    """issue 17: the panel summary and the 'no data' note are separate lines, in that order."""
+    write_file_log(tmp_path / "r.jsonl", [(1, {"critic/score/mean": 0.5})])
+    assert plot_main([str(tmp_path / "r.jsonl"), "-o", str(tmp_path / "x.png"), "--dpi", "30"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"wrote {tmp_path / 'x.png'} (1 panels: Reward)"
+    assert lines[1].startswith("no data in any run for: Entropy, ") and lines[1].endswith("(panels left out)")
 
 
 def test_plot_command_errors(tmp_path, write_file_log, two_runs, capsys):
