@@ -203,3 +203,52 @@ def test_dump_without_pred_is_refused(tmp_path):
     )
     with pytest.raises(ValidationDataError, match="'pred'"):
         read_validation_dump(path)
+
+
+class _FakeBatch:
+    def __init__(self, keys):
+        self.keys = keys
+
+
+class _FakeReplayBuffer:
+    """verl's ReplayBuffer as `_validate` uses it: `sample(...) -> (KVBatchMeta, metrics)`."""
+
+    def __init__(self, batches):
+        self.batches = list(batches)
+
+    def sample(self, global_steps, partition_id, batch_size):
+        return _FakeBatch(self.batches.pop(0)), {}
+
+
+def test_capture_reads_session_ids_off_the_replay_buffer_and_restores_it():
+    from siren_verl.eval.validation import ValidationCapture
+
+    buffer = _FakeReplayBuffer([["p1_2_0", "p1_0_0", "p1_0_1", "p1_1_0"], ["p2_1_0", "p2_0_0"]])
+    capture = ValidationCapture(buffer)
+    for _ in range(2):
+        buffer.sample(global_steps=0, partition_id="val", batch_size=1)
+    # final output per session, per batch, in verl's order (session 0's last output is at position 2)
+    assert capture.keys == ["p1_2_0", "p1_0_1", "p1_1_0", "p2_1_0", "p2_0_0"]
+    assert capture.sessions_for(["p1", "p1", "p1", "p2", "p2"]) == [2, 0, 1, 1, 0]
+    assert capture.sessions_for(["p1", "p1", "p1", "p2"]) is None  # does not line up: arrival order
+    capture.close()
+    assert "sample" not in vars(buffer) and buffer.sample.__func__ is _FakeReplayBuffer.sample
+
+    # the held-back dump gets a data_source column for every output (all outputs, not only finals)
+    capture.dump = ([], [], [], [], {"uid": ["p1_0_0", "p1_0_1", "p2_0_0"], "acc": [1, 0, 1]}, "/x")
+    *_, extra, path = capture.with_data_sources(["p1", "p2"], ["A", "B"])
+    assert extra["data_source"] == ["A", "A", "B"] and extra["acc"] == [1, 0, 1] and path == "/x"
+
+
+def test_capture_metrics_use_session_order(equiv):
+    """Arrival order differs from session order; the capture's keys restore session order."""
+    from siren_verl.eval.validation import ValidationCapture
+
+    uids, sessions, sources, outputs, preds, accs = _columns()
+    capture = ValidationCapture()
+    capture.keys = [f"{u}_{s}_0" for u, s in zip(uids, sessions, strict=True)]
+    capture.outputs = outputs
+    metrics = capture.metrics(sources, uids, {"pred": preds, "acc": accs}, judge_batch=batch_of(equiv))
+    for source, values in EXPECTED.items():
+        for name, value in values.items():
+            assert metrics[f"val-siren/{source}/{name}"] == pytest.approx(value, abs=1e-12), (source, name)
