@@ -1,0 +1,125 @@
+"""Benchmark: the in-training validation scoring (SPEC §9) of a 1.5k-problem x 16-sample validation.
+
+What the trainer runs at every validation (`siren_verl.eval.validation.score_validation`): the
+reward's `pred` / `acc` per sample are taken as they are (verl computed them with the training
+reward), answers are merged by normal form, and only the WRONG answers are judged against each
+other (maj@k clusters) through the reward's worker pool, every problem's pending judgements in one
+batch. Printed against, in the same run and on the same samples:
+
+* baseline: `siren-verl eval score`'s path on the same responses (extract every answer, judge every
+  distinct answer against the ground truth, then cluster), i.e. scoring without the reward's verdicts;
+* verl's own validation metrics (`process_validation_metrics`: mean@N, bootstrap maj@N by string
+  equality, best@N), which verl computes at every validation anyway.
+
+The samples are `scripts/bench/eval_scoring.py`'s synthetic ones (integers, fractions, radicals,
+π multiples, polynomials, tuples, each written in several equivalent spellings; 5% without a box).
+The reward's verdict cache is cleared before each timed run; the worker pool is warm for both
+(it is warm in a training run too).
+
+    .venv/bin/python scripts/bench/eval_val_scoring.py [--problems 1500] [--samples 16] [--seed 0]
+
+Target (issue 16): <= 30 s of scoring on 2 cores for 1.5k problems x 16 samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _synthetic_records(problems: int, samples: int, seed: int) -> list[dict]:
+    path = Path(__file__).with_name("eval_scoring.py")
+    spec = importlib.util.spec_from_file_location("_bench_eval_scoring", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.synthetic_records(problems, samples, seed)
+
+
+def _verl_validation_metrics(records: list[dict], rewards: list[list[dict]]) -> float:
+    """Seconds verl 0.9.1's own `process_validation_metrics` takes on the same samples."""
+    from verl.trainer.ppo.metric_utils import process_validation_metrics
+
+    data_sources, uids, infos = [], [], {"reward": [], "acc": [], "pred": []}
+    for rec, scored in zip(records, rewards, strict=True):
+        for r in scored:
+            data_sources.append(rec["data_source"])
+            uids.append(rec["uid"])
+            infos["reward"].append(r["score"])
+            infos["acc"].append(float(r["acc"]))
+            infos["pred"].append(r["pred"])
+    t0 = time.perf_counter()
+    process_validation_metrics(data_sources, uids, infos, seed=42)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--problems", type=int, default=1500)
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-verl", action="store_true", help="skip verl's process_validation_metrics")
+    args = ap.parse_args(argv)
+
+    from siren_verl.eval import score_samples
+    from siren_verl.eval.validation import metrics_from_report, score_validation
+    from siren_verl.reward import compute_score_batch, judge
+
+    records = _synthetic_records(args.problems, args.samples, args.seed)
+    # the training reward's verdicts (what verl hands the trainer at a validation); warms the pool
+    t0 = time.perf_counter()
+    flat = compute_score_batch(
+        [t for r in records for t in r["responses"]],
+        [r["ground_truth"] for r in records for _ in r["responses"]],
+    )
+    reward_s = time.perf_counter() - t0
+    rewards = [flat[i * args.samples : (i + 1) * args.samples] for i in range(len(records))]
+    val_records = [
+        {**rec, "answers": [r["pred"] or None for r in scored], "correct": [r["acc"] for r in scored]}
+        for rec, scored in zip(records, rewards, strict=True)
+    ]
+
+    judge.clear_cache()
+    t0 = time.perf_counter()
+    baseline = score_samples(records, progress=False, keep_problems=False)
+    baseline_s = time.perf_counter() - t0
+
+    judge.clear_cache()
+    t0 = time.perf_counter()
+    report = score_validation(val_records)
+    new_s = time.perf_counter() - t0
+    metrics = metrics_from_report(report)
+
+    verl_s = None if args.no_verl else _verl_validation_metrics(records, rewards)
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    k = max(report["ks"])
+    print(
+        f"validation scoring, {args.problems} problems x {args.samples} samples on {cores} cores "
+        f"(load avg {load:.1f}; the reward's own scoring of these samples took {reward_s:.1f} s):"
+    )
+    print(
+        f"  siren-verl validation (reward pred/acc, cluster wrong answers): {new_s:6.2f} s, "
+        f"{report['judgements']} judgements, {report.get('judge_timeouts', 0)} time-outs"
+    )
+    print(
+        f"  baseline: eval score path (extract + judge vs gold + cluster):  {baseline_s:6.2f} s, "
+        f"{baseline['judgements']} judgements  -> {baseline_s / new_s:.1f}x"
+    )
+    if verl_s is not None:
+        print(f"  verl's process_validation_metrics (mean/maj/best@N):           {verl_s:6.2f} s")
+    print(
+        f"  average over benchmarks: avg@{k}={metrics[f'val-siren/average/avg@{k}']:.3f} "
+        f"pass@1={metrics['val-siren/average/pass@1']:.3f} pass@{k}={metrics[f'val-siren/average/pass@{k}']:.3f} "
+        f"maj@{k}={metrics[f'val-siren/average/maj@{k}']:.3f} "
+        f"distinct answers={metrics['val-siren/average/distinct_answers']:.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
