@@ -133,3 +133,50 @@ def test_ray_worker(tmp_path):
     proc = _run(["-c", code], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _score_lines(proc.stdout) == [EXPECTED]
+
+
+def test_verl_reward_loop_naive_manager():
+    """verl 0.9.1's reward loop (`NaiveRewardManager.run_single`, run concurrently on an asyncio loop
+    that calls our sync `compute_score` through `run_in_executor`, i.e. from executor threads)."""
+    import asyncio
+
+    import numpy as np
+    import torch
+    from omegaconf import OmegaConf
+    from verl import DataProto
+    from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    cases = [  # (response, ground truth, expected score)
+        (r"so \boxed{50\%}.", "50", 1.0),
+        (r"\boxed{\text{5 cm}}", "5", 1.0),
+        (r"\boxed{x^2/4+y^2/3=1}", "x^2/16+y^2/12=1/4", 1.0),
+        ("The answer is 42.", "42", 0.0),
+        (r"\boxed{3}", "4", 0.0),
+    ]
+
+    class Tokenizer:  # token id i decodes to response i
+        def decode(self, ids, skip_special_tokens=True):
+            return cases[int(ids[0])][0]
+
+    cfg = OmegaConf.create({"reward": {"custom_reward_function": {"path": "pkg://siren_verl.reward", "name": "compute_score"}}})
+    fn = get_custom_reward_fn(cfg)
+
+    def item(i: int) -> DataProto:
+        return DataProto.from_dict(
+            tensors={"responses": torch.full((1, 4), i), "attention_mask": torch.ones(1, 4, dtype=torch.long)},
+            non_tensors={
+                "data_source": np.array(["math"], dtype=object),
+                "reward_model": np.array([{"ground_truth": cases[i][1]}], dtype=object),
+                "extra_info": np.array([{}], dtype=object),
+            },
+        )
+
+    async def run_all():
+        manager = NaiveRewardManager(cfg, Tokenizer(), fn)
+        return await asyncio.gather(*(manager.run_single(item(i)) for i in range(len(cases))))
+
+    clear_cache()
+    results = asyncio.run(run_all())
+    assert [r["reward_score"] for r in results] == [c[2] for c in cases]
+    assert all(r["reward_extra_info"]["reward_timeout"] == 0.0 for r in results)
