@@ -101,6 +101,9 @@ def prepare_config(config) -> None:
         prepare_toy(config)  # the CPU presets' toy model + data, built locally on first use
     auto_set_device(config)
     on_cpu = get_device_name() == "cpu"
+    from siren_verl.verl_glue.cpu_platform import check_device_settings
+
+    check_device_settings(config, get_device_name())  # e.g. Ulysses SP on CPU (docstring there)
     with open_dict(config):
         if on_cpu:
             config.trainer.device = "cpu"

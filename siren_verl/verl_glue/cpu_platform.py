@@ -286,6 +286,46 @@ def _use_gloo_on_cpu(module) -> None:
     module.initialize_global_process_group_ray = initialize_global_process_group_ray
 
 
+# every key through which verl 0.9.1 turns on Ulysses sequence parallelism for an FSDP engine
+ULYSSES_KEYS = (
+    "actor_rollout_ref.actor.ulysses_sequence_parallel_size",
+    "actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size",
+    "actor_rollout_ref.ref.ulysses_sequence_parallel_size",
+    "actor_rollout_ref.ref.fsdp_config.ulysses_sequence_parallel_size",
+    "critic.ulysses_sequence_parallel_size",
+    "critic.fsdp.ulysses_sequence_parallel_size",
+)
+ULYSSES_ON_CPU = (
+    "Ulysses sequence parallelism cannot run on CPU: verl 0.9.1 inserts its all-to-all (sequence "
+    "shards <-> attention heads) only into transformers' flash-attention forward "
+    "(attn_implementation=flash_attention_2, which needs the CUDA-only flash-attn package); the CPU "
+    "attention (eager / sdpa) is not patched, so each rank would attend only within its own slice of "
+    "every sequence and the log-probs and entropies would be silently wrong. Set it to 1 on CPU "
+    "(it stays available on GPU)"
+)
+
+
+def check_device_settings(config, device: str) -> None:
+    """Refuse, before Ray starts, the settings verl accepts but cannot run correctly on `device`
+    ('cpu' only; nothing is refused on GPU/NPU). Raises ConfigError naming the key."""
+    from omegaconf import OmegaConf
+
+    from siren_verl.methods.config import ConfigError
+
+    if device != PLATFORM_NAME:
+        return
+    for key in ULYSSES_KEYS:
+        value = OmegaConf.select(config, key, default=None)
+        if value is not None and int(value) > 1:
+            raise ConfigError(f"{key}={value}: {ULYSSES_ON_CPU}")
+
+
+def refuse_ulysses_on_cpu(sp_size: int) -> None:
+    """The same refusal inside a worker's engine (a run started without siren-verl's entry point)."""
+    if sp_size > 1 and cpu_platform_selected():
+        raise RuntimeError(f"siren-verl: ulysses_sequence_parallel_size={sp_size}: {ULYSSES_ON_CPU}")
+
+
 def register_cpu_engines(language_model_engine=None) -> None:
     """Register verl's FSDP engines for device 'cpu' once `transformer_impl` is imported.
 

@@ -60,6 +60,12 @@ def make_siren_engine(base_cls):
     from verl.utils import tensordict_utils as tu
 
     class SirenFSDPEngineWithLMHead(SirenEngineMixin, base_cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            from siren_verl.verl_glue.cpu_platform import refuse_ulysses_on_cpu
+
+            refuse_ulysses_on_cpu(int(self.ulysses_sequence_parallel_size))
+
         def prepare_model_outputs(self, output, output_args, micro_batch, logits_processor_func):
             request = tu.get_non_tensor_data(data=micro_batch, key=SIREN_ENTROPY_KEY, default=None)
             if not request:
