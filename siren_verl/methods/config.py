@@ -9,11 +9,14 @@ Pure python: no verl, no torch, no omegaconf (the glue converts the Hydra node t
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import Any
 
+from siren_verl.methods.parts.regularizers import REGULARIZERS
+from siren_verl.methods.parts.schedules import COEF_SCHEDULES, LAMBDA_SCHEDULES
 from siren_verl.methods.presets import (
     AGG_MODES,
     LOCAL_AGG_MODES,
@@ -26,7 +29,7 @@ from siren_verl.methods.validate import check_bool, check_choice, check_int, che
 ROOT = "entropy_control"
 BOUNDARIES = ("exclusive", "inclusive")
 DIFFICULTY = ("linear", "threshold", "none")
-PAR_SCHEDULES = ("entropy_guided", "stage", "epoch", "constant")
+PAR_SCHEDULES = tuple(LAMBDA_SCHEDULES)
 
 
 class ConfigError(ValueError):
@@ -43,10 +46,18 @@ _choice = partial(check_choice, error=ConfigError)
 
 
 def _check_keys(key: str, given: Mapping, allowed: set[str]) -> None:
-    unknown = sorted(set(given) - allowed)
+    """Unknown keys (e.g. `+entropy_control.topp=0.9`, which Hydra lets through) are named with the
+    closest valid key and the list of valid keys."""
+    unknown = sorted(str(k) for k in set(given) - allowed)
     if unknown:
         names = ", ".join(f"{key}.{k}" for k in unknown)
-        raise ConfigError(f"unknown key(s) {names}: allowed keys under {key} are {', '.join(sorted(allowed))}")
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(allowed), n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{key}.{close[0]}")
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise ConfigError(f"unknown key(s) {names}{hint}: allowed keys under {key} are {', '.join(sorted(allowed))}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +336,16 @@ class MethodSpec:
 
     @property
     def needs_anchor(self) -> bool:
-        return self.parts["regularizer"] == "anchored_square"
+        """The regulariser itself uses H_0 (the anchored square), per the table in parts/regularizers.py."""
+        form = REGULARIZERS.get(self.parts["regularizer"])
+        return form is not None and form.uses_anchor
+
+    @property
+    def uses_anchor(self) -> bool:
+        """The method has an H_0 at all: its regulariser's, or its coefficient schedule's anchored target."""
+        if self.parts["regularizer"] == "none":
+            return False
+        return self.needs_anchor or COEF_SCHEDULES[self.parts["coef_schedule"]].uses_anchor(self.config)
 
     @property
     def needs_logits_hook(self) -> bool:
@@ -381,28 +401,40 @@ def resolve(cfg: EntropyControlConfig, key: str = ROOT) -> MethodSpec:
     coef = preset.coef if cfg.coef is None else cfg.coef
     agg_mode = preset.agg_mode if cfg.agg_mode is None else cfg.agg_mode
     _check_combination(cfg, parts, agg_mode, key)
-    return MethodSpec(method=cfg.method, parts=parts, coef=coef, agg_mode=agg_mode, config=cfg)
+    spec = MethodSpec(method=cfg.method, parts=parts, coef=coef, agg_mode=agg_mode, config=cfg)
+    _check_anchor(spec, key)
+    return spec
 
 
 def _check_combination(cfg: EntropyControlConfig, parts: dict[str, str], agg_mode: str, key: str) -> None:
     reg, sched = parts["regularizer"], parts["coef_schedule"]
-    if reg == "anchored_square":
-        if sched != "constant":
+
+    def origin(part: str) -> str:
+        """`entropy_control.<part>=<value>`, saying where a value the user did not set comes from."""
+        text = f"{key}.{part}={parts[part]}"
+        return text if getattr(cfg, part) is not None else f"{text} (method {cfg.method!r}'s default)"
+
+    form = REGULARIZERS.get(reg)  # the table in parts/regularizers.py; None: regularizer=none
+    if form is not None and sched not in form.coef_schedules:
+        drivers = [name for name, f in REGULARIZERS.items() if sched in f.coef_schedules]
+        raise ConfigError(
+            f"{origin('coef_schedule')}: needs regularizer={' or '.join(drivers) or 'none'}; "
+            f"{origin('regularizer')}: needs coef_schedule={' or '.join(form.coef_schedules)}"
+        )
+    if form is None and sched != "constant":
+        raise ConfigError(f"{origin('coef_schedule')}: drives a regulariser's coefficient, but regularizer=none")
+    if form is not None and form.per_micro_batch and agg_mode not in LOCAL_AGG_MODES:
+        local = " or ".join(LOCAL_AGG_MODES)
+        if cfg.agg_mode is not None:
             raise ConfigError(
-                f"{key}.coef_schedule={sched}: the anchored square (regularizer=anchored_square) "
-                "uses a constant coef; must be constant"
+                f"{key}.agg_mode={agg_mode}: with regularizer={reg} H̄ is aggregated per micro-batch; "
+                f"must be {local}"
             )
-        if agg_mode not in LOCAL_AGG_MODES:
-            raise ConfigError(
-                f"{key}.agg_mode={agg_mode}: with regularizer=anchored_square H̄ is aggregated per "
-                f"micro-batch; must be one of {', '.join(LOCAL_AGG_MODES)}"
-            )
-    if reg == "adaptive_target" and sched != "adaptive":
-        raise ConfigError(f"{key}.coef_schedule={sched}: regularizer=adaptive_target needs coef_schedule=adaptive")
-    if sched == "adaptive" and reg != "adaptive_target":
-        raise ConfigError(f"{key}.coef_schedule=adaptive: needs regularizer=adaptive_target (got {reg})")
-    if sched == "aer" and reg != "bonus":
-        raise ConfigError(f"{key}.coef_schedule=aer: AER's coefficient drives an entropy bonus; needs regularizer=bonus")
+        raise ConfigError(
+            f"{origin('regularizer')}: aggregates H̄ per micro-batch, but method {cfg.method!r} aggregates "
+            f"with agg_mode={agg_mode} (its default); set {key}.agg_mode={LOCAL_AGG_MODES[0]} (SIREN's) "
+            f"or {LOCAL_AGG_MODES[1]}"
+        )
     if sched == "aer" and not cfg.aer.anchored_target and cfg.aer.target is None:
         raise ConfigError(
             f"{key}.aer.anchored_target=false: then {key}.aer.target (a fixed H* in nats) must be set"
@@ -418,6 +450,23 @@ def _check_combination(cfg: EntropyControlConfig, parts: dict[str, str], agg_mod
             f"{key}.token_selection=batch_top: selects the regulariser's tokens but regularizer=none; "
             f"for the PG loss use {key}.pg_token_selection=batch_top"
         )
+
+
+def _check_anchor(spec: MethodSpec, key: str) -> None:
+    """A fixed `anchor` must be one the method uses (else it would be silently ignored)."""
+    cfg = spec.config
+    if cfg.anchor is None or spec.uses_anchor:
+        return
+    if cfg.without_anchor:
+        raise ConfigError(
+            f"{key}.without_anchor=true and {key}.anchor={cfg.anchor}: contradictory (without_anchor drops "
+            f"H_0 from the loss: L_PG − β·H̄); remove {key}.anchor, or set {key}.without_anchor=false to "
+            "regularise towards it"
+        )
+    raise ConfigError(
+        f"{key}.anchor={cfg.anchor}: method {cfg.method!r} (regularizer={spec.parts['regularizer']}, "
+        f"coef_schedule={spec.parts['coef_schedule']}) has no anchor H_0; remove {key}.anchor"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

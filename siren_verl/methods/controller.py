@@ -162,7 +162,7 @@ class EntropyController:
         if reg != "none":
             reg_entropy = self._entropy(inputs, parts["entropy_measure"])
             h_k = token_mean(reg_entropy, mask)  # the step's token-mean entropy H_k
-            if self._uses_anchor():
+            if self.spec.uses_anchor:  # its regulariser's H_0 or its schedule's anchored target
                 if self.anchor is None and self.steps_observed == 0:
                     self.anchor = self._measure_anchor(inputs, values.token_mask)
                 if self.anchor is None:
@@ -202,12 +202,6 @@ class EntropyController:
 
         self.steps_observed += 1
         return values
-
-    def _uses_anchor(self) -> bool:
-        """Whether this method has an H_0 at all (else `entropy/anchor` is omitted, SPEC §8)."""
-        if self.regularizer is None:
-            return False
-        return self.regularizer.uses_anchor or self.coef_kind.uses_anchor(self.cfg)
 
     def _measure_anchor(self, inputs: StepInputs, token_mask: Tensor | None) -> float:
         """H_0 at the first step, on the whole global batch, without gradient (SPEC §3, §4.1, §6)."""

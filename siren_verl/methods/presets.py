@@ -18,17 +18,20 @@ the command line (`entropy_control.token_selection=all`). The parts:
 | `pg_token_selection` | all, batch_top                           | PG loss only on the batch top-ρ tokens (§6 forking)    |
 | `policy_loss`        | verl, clip_cov, kl_cov                   | verl's own loss mode as configured, or forced (§6)     |
 
-Pure python: no verl, no torch.
+Pure python: no verl, no torch (the parts' tables are read without importing torch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from siren_verl.methods.parts.regularizers import REGULARIZERS as REGULARIZER_TABLE
+from siren_verl.methods.parts.schedules import COEF_SCHEDULES as COEF_SCHEDULE_TABLE
+
 ENTROPY_MEASURES = ("full", "nucleus")
 TOKEN_SELECTIONS = ("all", "peak", "batch_top")
-REGULARIZERS = ("none", "bonus", "anchored_square", "adaptive_target")
-COEF_SCHEDULES = ("constant", "aer", "adaptive")
+REGULARIZERS = ("none", *REGULARIZER_TABLE)  # the forms registered in parts/regularizers.py
+COEF_SCHEDULES = tuple(COEF_SCHEDULE_TABLE)  # the schedules registered in parts/schedules.py
 TOKEN_WEIGHTINGS = ("none", "par")
 ADVANTAGE_SHAPINGS = ("none", "entropy_adv")
 PG_TOKEN_SELECTIONS = ("all", "batch_top")

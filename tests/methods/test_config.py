@@ -204,3 +204,86 @@ def test_bad_trainer_settings_name_both_keys(method, setting, value, fragments):
 def test_plain_verl_runs_are_not_restricted():
     spec = resolve(parse_entropy_control({"method": "none"}))
     check_trainer_settings(spec, {**GOOD, mc.USE_V1: False, mc.FUSED_KERNELS: True, mc.TRAINER_MODE: "sync"})
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 17: errors name what the user set and the fix
+# ---------------------------------------------------------------------------------------------
+def test_without_anchor_with_a_fixed_anchor_is_contradictory():
+    with pytest.raises(ConfigError) as err:
+        resolve(parse_entropy_control({"method": "siren", "without_anchor": True, "anchor": 1.0}))
+    message = str(err.value)
+    assert "entropy_control.without_anchor=true and entropy_control.anchor=1.0" in message
+    assert "remove entropy_control.anchor" in message and "without_anchor=false" in message
+
+
+def test_a_fixed_anchor_the_method_does_not_use_is_refused():
+    with pytest.raises(ConfigError, match=r"entropy_control.anchor=1.0: method 'naive' .* has no anchor H_0"):
+        resolve(parse_entropy_control({"method": "naive", "anchor": 1.0}))
+    # the anchor of an anchored target (AER: H* = ρ·H_0) is one the method uses
+    spec = resolve(parse_entropy_control({"method": "aer", "anchor": 1.0}))
+    assert spec.uses_anchor and not spec.needs_anchor
+
+
+def test_anchored_square_under_a_method_with_pg_aggregation_names_what_the_user_set():
+    with pytest.raises(ConfigError) as err:
+        resolve(parse_entropy_control({"method": "none", "regularizer": "anchored_square", "coef": 0.01}))
+    message = str(err.value)
+    assert message.startswith("entropy_control.regularizer=anchored_square: aggregates H̄ per micro-batch"), message
+    assert "method 'none'" in message and "set entropy_control.agg_mode=seq-mean-token-mean" in message
+    assert not message.startswith("entropy_control.agg_mode"), message
+
+
+def test_a_preset_value_in_an_error_says_it_is_the_method_default():
+    with pytest.raises(ConfigError) as err:
+        resolve(parse_entropy_control({"method": "naive", "regularizer": "adaptive_target"}))
+    assert "entropy_control.coef_schedule=constant (method 'naive''s default)" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "raw,suggestion",
+    [
+        ({"topp": 0.9}, "did you mean entropy_control.top_p?"),
+        ({"aer": {"rho_targt": 0.4}}, "did you mean entropy_control.aer.rho_target?"),
+    ],
+)
+def test_unknown_keys_get_the_closest_valid_key(raw, suggestion):
+    with pytest.raises(ConfigError) as err:
+        parse_entropy_control(raw)
+    assert suggestion in str(err.value)
+    assert "allowed keys under entropy_control" in str(err.value)
+
+
+def test_unknown_key_without_a_close_match_lists_the_keys_only():
+    with pytest.raises(ConfigError) as err:
+        parse_entropy_control({"zzzzzz": 1})
+    assert "did you mean" not in str(err.value) and "top_p" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# the parts' tables drive the allowed values and the combination checks
+# ---------------------------------------------------------------------------------------------
+def test_part_values_come_from_the_tables():
+    from siren_verl.methods.parts.regularizers import REGULARIZERS
+    from siren_verl.methods.parts.schedules import COEF_SCHEDULES, LAMBDA_SCHEDULES
+
+    assert PARTS["regularizer"] == ("none", *REGULARIZERS)
+    assert PARTS["coef_schedule"] == tuple(COEF_SCHEDULES)
+    assert mc.PAR_SCHEDULES == tuple(LAMBDA_SCHEDULES)
+    for form in REGULARIZERS.values():
+        assert set(form.coef_schedules) <= set(COEF_SCHEDULES), form.name
+
+
+@pytest.mark.parametrize("reg", ["bonus", "anchored_square", "adaptive_target"])
+@pytest.mark.parametrize("sched", ["constant", "aer", "adaptive"])
+def test_combination_check_follows_the_regularizer_table(reg, sched):
+    from siren_verl.methods.parts.regularizers import REGULARIZERS
+
+    raw = {"method": "siren", "regularizer": reg, "coef_schedule": sched}
+    if not REGULARIZERS[reg].per_micro_batch:
+        raw["agg_mode"] = "token-mean"
+    if sched in REGULARIZERS[reg].coef_schedules:
+        assert resolve(parse_entropy_control(raw)).parts["regularizer"] == reg
+    else:
+        with pytest.raises(ConfigError, match=f"entropy_control.coef_schedule={sched}: needs regularizer="):
+            resolve(parse_entropy_control(raw))

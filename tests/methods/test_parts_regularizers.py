@@ -204,3 +204,32 @@ def test_uniform_coefficient_equals_naive_bonus(lengths, coef):
         agg = verl_agg(mode)
         term = per_token_coefficient_bonus(entropy, torch.full((len(lengths),), coef, dtype=torch.float64), mask, agg)
         assert term.item() == pytest.approx(bonus(agg(entropy, mask), coef).item(), rel=1e-12, abs=1e-15)
+
+
+# ------------------------------------------------------------------------------------------- table
+def test_regularizer_table_terms_are_the_forms_above():
+    from siren_verl.methods.parts.regularizers import REGULARIZERS
+
+    h = torch.tensor([[0.5, 1.5, 9.0], [2.0, 0.0, 0.0]], dtype=torch.float64)
+    sel = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+
+    def agg(values, mask):  # token mean over the selection: (0.5 + 1.5 + 2) / 3
+        return (values * mask).sum() / mask.sum()
+
+    square = REGULARIZERS["anchored_square"].term(h, sel, agg, coef=2.0, anchor=1.0)
+    assert square.item() == pytest.approx(2.0 * (4.0 / 3 - 1.0) ** 2)
+    for name in ("bonus", "adaptive_target"):
+        assert REGULARIZERS[name].term(h, sel, agg, coef=0.5, anchor=None).item() == pytest.approx(-0.5 * 4.0 / 3)
+    per_sample = torch.tensor([1.0, 0.0], dtype=torch.float64)  # row 1 gets no bonus
+    assert REGULARIZERS["bonus"].term(h, sel, agg, coef=per_sample, anchor=None).item() == pytest.approx(-2.0 / 3)
+    with pytest.raises(ValueError, match="no anchor H_0"):
+        REGULARIZERS["anchored_square"].term(h, sel, agg, coef=2.0, anchor=None)
+    assert [n for n, f in REGULARIZERS.items() if f.uses_anchor] == ["anchored_square"]
+    assert [n for n, f in REGULARIZERS.items() if f.per_micro_batch] == ["anchored_square"]
+
+
+def test_a_name_registers_once():
+    from siren_verl.methods.parts.regularizers import register_regularizer
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_regularizer("bonus", uses_anchor=False, per_micro_batch=False, coef_schedules=("constant",))(bonus)
