@@ -245,6 +245,7 @@ def _make_trainer_class():
     from verl.workers.utils.padding import response_from_nested, response_to_nested
 
     from siren_verl.methods.controller import EntropyController, StepInputs
+    from siren_verl.methods.parts.weighting import combine_token_weights
 
     class SirenPPOTrainerSync(PPOTrainerSync):
         """verl's synchronous V1 trainer + the entropy-control step hooks (module docstring)."""
@@ -390,9 +391,9 @@ def _make_trainer_class():
                 shaped[idx] = values.advantages.to(shaped.dtype)
                 put["advantages"] = response_to_nested(shaped, response_mask_nested)
             if values.token_weights is not None:
-                weights = full_rows(values.token_weights.float(), 1.0)
-                if "rollout_is_weights" in data.keys():
-                    weights = weights * response_level("rollout_is_weights")
+                # PAR / forking-token weights times any rollout IS weights already there (SPEC §5)
+                rollout_is = response_level("rollout_is_weights") if "rollout_is_weights" in data.keys() else None
+                weights = combine_token_weights(full_rows(values.token_weights.float(), 1.0), rollout_is)
                 put["rollout_is_weights"] = response_to_nested(weights, response_mask_nested)
             if values.sample_coef is not None:
                 put[SAMPLE_COEF] = full_rows(values.sample_coef.float())
