@@ -186,14 +186,31 @@ def resume_folder(config) -> str | None:
     return None
 
 
-def forking_report_dir(config) -> str:
-    """The run directory of `siren-verl plot/tokens`: where verl's file logger writes the metrics
-    (VERL_FILE_LOGGER_PATH's folder, else VERL_FILE_LOGGER_ROOT/<project>, verl/utils/tracking.py)."""
-    path = os.getenv("VERL_FILE_LOGGER_PATH")
+def run_folder(config, environ=None) -> str:
+    """The run's own folder, where `siren-verl train` keeps its full log (train.log) and the trainer
+    its forking-token report: the folder of $VERL_FILE_LOGGER_PATH when set (the recipes'
+    RUN_DIR/metrics.jsonl), else ${VERL_FILE_LOGGER_ROOT:-.}/<project>/<experiment> (the CPU
+    presets: beside <experiment>.jsonl, holding checkpoints/). The Ray runtime env's variables
+    (`ray_kwargs.ray_init.runtime_env.env_vars`) win over the environment, as in verl's workers."""
+    from omegaconf import OmegaConf
+
+    environ = os.environ if environ is None else environ
+    env_vars = OmegaConf.select(config, "ray_kwargs.ray_init.runtime_env.env_vars", default=None) or {}
+
+    def var(name):
+        value = env_vars.get(name)
+        return str(value) if value is not None else environ.get(name)
+
+    path = var("VERL_FILE_LOGGER_PATH")
     if path:
         return os.path.dirname(os.path.abspath(path))
-    root = os.path.expanduser(os.getenv("VERL_FILE_LOGGER_ROOT", "."))
-    return os.path.join(root, config.trainer.project_name)
+    root = os.path.expanduser(var("VERL_FILE_LOGGER_ROOT") or ".")
+    return os.path.abspath(os.path.join(root, str(config.trainer.project_name), str(config.trainer.experiment_name)))
+
+
+def forking_report_dir(config) -> str:
+    """Where `siren-verl tokens RUN_DIR` finds forking_tokens.jsonl: the run's own folder."""
+    return run_folder(config)
 
 
 # ---------------------------------------------------------------------------------------------

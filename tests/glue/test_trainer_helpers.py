@@ -52,12 +52,13 @@ def test_probe_worker_reads_the_engines_of_a_worker_dict():
 
 
 def test_forking_report_dir_follows_verls_file_logger(monkeypatch, tmp_path):
-    config = OmegaConf.create({"trainer": {"project_name": "proj"}})
+    config = OmegaConf.create({"trainer": {"project_name": "proj", "experiment_name": "fork_test"}})
     monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(tmp_path / "run" / "metrics.jsonl"))
     assert forking_report_dir(config) == str(tmp_path / "run")
     monkeypatch.delenv("VERL_FILE_LOGGER_PATH")
     monkeypatch.setenv("VERL_FILE_LOGGER_ROOT", str(tmp_path))
-    assert forking_report_dir(config) == str(tmp_path / "proj")
+    # the run's own folder, named after the experiment (never shared by the project's experiments)
+    assert forking_report_dir(config) == str(tmp_path / "proj" / "fork_test")
 
 
 def test_as_list_handles_verl_non_tensor_fields():
