@@ -12,6 +12,11 @@ Three pieces plug into verl 0.9.1's server-mode rollout interfaces (no verl sour
   KV cache; per-row temperature / top-p / top-k / repetition penalty, EOS and stop-token stops,
   `max_tokens` from the config when the request lacks it, per-token log-probs of the sampling
   distribution (vLLM's `processed_logprobs`), abort / resume for partial rollouts.
+  Reproducible: each response is drawn from its own generator, seeded by (rollout.seed, training
+  step, the request's `priority` -- verl's row index in the step's batch, i.e. prompt and sample
+  index --, the prompt tokens, and the k-th arrival of that same key), never from one generator
+  serving requests in arrival order; the same settings and seed give the same responses however
+  the requests are ordered or batched (`request_seed`).
 * `HFReplica` -- a `RolloutReplica`: `launch_servers()` starts one server per replica on the node of
   the replica's first worker.
 * `HFServerAdapter` -- the `BaseRollout` that lives in verl's `ActorRolloutRefWorker`: on each weight
@@ -32,6 +37,7 @@ Options (all optional) under `actor_rollout_ref.rollout.engine_kwargs.hf`:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
@@ -131,24 +137,43 @@ def filter_logits(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
     return out
 
 
+def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Row b takes the first token whose cumulative probability exceeds u_b · (row total), u_b in
+    [0, 1): token i with probability p_i; a zero-probability token is never taken."""
+    probs = probs.to(torch.float64)
+    cdf = probs.cumsum(-1)
+    target = (uniforms.to(torch.float64) * cdf[:, -1]).unsqueeze(-1)
+    token = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    # u rounded up to 1: the last token with positive probability, never a filtered one
+    positions = torch.arange(probs.shape[-1], device=probs.device).expand_as(probs)
+    last_positive = torch.where(probs > 0, positions, 0).amax(-1)
+    return torch.minimum(token, last_positive)
+
+
 def sample_next_tokens(
     logits: torch.Tensor,
     temperature: torch.Tensor,
     top_k: torch.Tensor,
     top_p: torch.Tensor,
     generator: torch.Generator | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One sampling step for a batch -> (token ids [B], log-probs [B]).
 
     Log-probs are those of the distribution actually sampled from (temperature-scaled, top-k/top-p
     filtered, renormalised: vLLM's `processed_logprobs`). Greedy rows (temperature < 1e-5) take the
-    argmax and report its log-prob under the unscaled softmax.
+    argmax and report its log-prob under the unscaled softmax. `uniforms` ([B] in [0, 1), one per
+    row, e.g. from each request's own generator) make a row's draw independent of the other rows;
+    without them one multinomial draw over the batch uses `generator`.
     """
     logits = logits.float()
     greedy = temperature < GREEDY_TEMPERATURE
     safe_t = torch.where(greedy, torch.ones_like(temperature), temperature).to(logits.dtype)
     processed = torch.log_softmax(filter_logits(logits / safe_t[:, None], top_k, top_p), dim=-1)
-    sampled = torch.multinomial(processed.exp(), 1, generator=generator).squeeze(-1)
+    if uniforms is None:
+        sampled = torch.multinomial(processed.exp(), 1, generator=generator).squeeze(-1)
+    else:
+        sampled = inverse_cdf_sample(processed.exp(), uniforms)
     argmax = logits.argmax(-1)
     tokens = torch.where(greedy, argmax, sampled)
     raw_lp = torch.log_softmax(logits, dim=-1).gather(-1, argmax[:, None]).squeeze(-1)
@@ -173,6 +198,7 @@ class GenerationRequest:
     ignore_eos: bool = False
     stop_token_ids: tuple[int, ...] = ()
     min_tokens: int = 0
+    seed: int | None = None  # this response's own generator (request_seed); None: the batch's generator
     future: Any = None  # asyncio.Future, set by the server
     token_ids: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)
@@ -250,6 +276,17 @@ def parse_sampling_params(
     )
 
 
+def request_seed(seed: int, step: int, priority: int, prompt_ids: Iterable[int], occurrence: int = 0) -> int:
+    """The seed of one response's generator: a stable hash (blake2b, not Python's per-process
+    salted `hash`) of the run's seed, the training step, verl's per-row `priority` (the row of the
+    step's batch: prompt and sample index), the prompt tokens and `occurrence` (the k-th request with
+    this same key in this step, so that callers that pass no distinct priority still get distinct
+    samples of one prompt). 63 bits, for `torch.Generator.manual_seed`."""
+    text = f"{int(seed)}|{int(step)}|{int(priority)}|{int(occurrence)}|" + ",".join(str(int(t)) for t in prompt_ids)
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
 # ----------------------------------------------------------------------------------------------
 # Batched generation (model-level, no Ray): used by the server and testable on its own
 # ----------------------------------------------------------------------------------------------
@@ -287,6 +324,9 @@ class BatchGenerator:
                 seen[i, torch.as_tensor(r.prompt_ids, dtype=torch.long).clamp(max=vocab - 1)] = True
 
         rows = list(range(len(requests)))  # request index of each live batch row
+        # one generator per seeded request: its draws do not depend on the other rows of the batch
+        generators = [None if r.seed is None else torch.Generator().manual_seed(int(r.seed)) for r in requests]
+        per_request = any(g is not None for g in generators)
         cache = DynamicCache()
         out = self.model(
             input_ids=ids.to(self.device),
@@ -304,7 +344,12 @@ class BatchGenerator:
                 return
             step_logits = apply_repetition_penalty(logits, seen, penalty) if use_penalty else logits
             step_logits = self._suppress_early_stops(step_logits, [requests[r] for r in rows])
-            tokens, lps = sample_next_tokens(step_logits, temperature, top_k, top_p, self.generator)
+            uniforms = None
+            if per_request:
+                uniforms = torch.stack(
+                    [torch.rand((), generator=generators[r] or self.generator, dtype=torch.float64) for r in rows]
+                )
+            tokens, lps = sample_next_tokens(step_logits, temperature, top_k, top_p, self.generator, uniforms)
             keep = []
             for b, r in enumerate(rows):
                 req = requests[r]
@@ -413,6 +458,10 @@ class HFGenerationServer:
         max_len = _model_max_len(model)
         self.max_model_len = int(self.config.max_model_len or max_len)
         self.batcher = BatchGenerator(model, pad_id, eos_ids, seed=int(self.config.seed) + replica_rank)
+        # per-request seeds use the run's seed alone: the load balancer may send a request to any replica
+        self.seed = int(self.config.seed)
+        self._occurrences: dict[tuple, int] = {}  # (priority, prompt) -> requests seen this step
+        self._occurrence_step: int | None = None
         self.max_batch_rows = self._max_batch_rows()
         self.batch_wait_s = float(self.opts.get("batch_wait_ms", 5)) / 1000.0
         self.global_steps = 0
@@ -500,10 +549,24 @@ class HFGenerationServer:
             if self._reject:
                 return self._token_output(GenerationRequest(prompt_ids, 1, stop_reason="aborted"))
             await self._gate.wait()
-        req = GenerationRequest(prompt_ids=prompt_ids, **params)
+        req = GenerationRequest(prompt_ids=prompt_ids, seed=self._request_seed(prompt_ids, priority, sampling_params), **params)
         req.future = asyncio.get_running_loop().create_future()
         await self._queue.put(req)
         return await req.future
+
+    def _request_seed(self, prompt_ids: list[int], priority, sampling_params: dict[str, Any]) -> int:
+        """`request_seed` for this request at the current training step; a request's own `seed`
+        sampling param (vLLM's per-request seed) replaces rollout.seed."""
+        if self._occurrence_step != self.global_steps:
+            self._occurrences.clear()
+            self._occurrence_step = self.global_steps
+        priority = int(priority or 0)
+        key = (priority, tuple(prompt_ids))
+        occurrence = self._occurrences.get(key, 0)
+        self._occurrences[key] = occurrence + 1
+        own = sampling_params.get("seed")
+        base = self.seed if own is None else int(own)
+        return request_seed(base, self.global_steps, priority, prompt_ids, occurrence)
 
     # ---- weights ----
     async def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]):

@@ -5,26 +5,8 @@ import asyncio
 import pytest
 import torch
 
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    from siren_verl.toy import ensure_toy_assets
-
-    return ensure_toy_assets(str(tmp_path_factory.mktemp("toy")))
-
-
-@pytest.fixture(scope="module")
-def model_and_tok(toy):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(toy.model)
-    model = AutoModelForCausalLM.from_pretrained(toy.model, dtype=torch.float32, attn_implementation="eager").eval()
-    return model, tok
-
-
-def prompt(tok, content):
-    msg = [{"role": "user", "content": content}]
-    return tok.apply_chat_template(msg, add_generation_prompt=True, tokenize=True)["input_ids"]
+from siren_verl.testing.hf_rollout import chat_prompt as prompt
+from siren_verl.testing.hf_rollout import make_hf_server
 
 
 def teacher_forced_logprobs(model, prompt_ids, token_ids):
@@ -124,21 +106,7 @@ def test_repetition_penalty_is_applied_to_prompt_and_output_tokens(model_and_tok
 # the server, driven directly (its methods are plain coroutines; Ray only wraps them)
 # ---------------------------------------------------------------------------------------------
 def make_server(toy, model_path=None, **rollout_overrides):
-    from verl.workers.config import HFModelConfig, RolloutConfig
-
-    from siren_verl.verl_glue.hf_rollout import HFGenerationServer
-
-    rollout = dict(
-        name="hf",
-        prompt_length=32,
-        response_length=5,
-        tensor_model_parallel_size=1,
-        calculate_log_probs=True,
-        engine_kwargs={"hf": {"num_threads": 1, "batch_wait_ms": 20, "attn_implementation": "eager"}},
-    )
-    rollout.update(rollout_overrides)
-    path = model_path or toy.model
-    return HFGenerationServer(RolloutConfig(**rollout), HFModelConfig(path=path), replica_rank=0)
+    return make_hf_server(model_path or toy.model, **rollout_overrides)
 
 
 def test_server_batches_concurrent_requests_and_answers_each(toy, model_and_tok):
