@@ -4,20 +4,25 @@ Definitions (SPEC §1). For one row of logits ``z`` with ``π = softmax(z)`` sor
 ``π(1) ≥ π(2) ≥ …`` and cumulative mass ``c_j = Σ_{k≤j} π(k)``:
 
 * ``j* = min{j : c_j ≥ p}``, threshold ``θ = π(j*)``;
-* ``boundary="exclusive"`` (SIREN reference): ``N = {v : π(v) > θ}`` — empty when ``π(1) ≥ p``;
-* ``boundary="inclusive"`` (textbook top-p): ``N = {v : π(v) ≥ θ}``;
-* ``H^p = -Σ_{v∈N} π̃(v) log π̃(v)`` with ``π̃ = π / Σ_{u∈N} π(u)``; empty ``N`` → 0.
+* ``boundary="exclusive"`` (SIREN reference: the first ``j* − 1`` tokens of the sorted order), made
+  independent of the order of tied tokens with membership weights ``w(v) = 1`` for ``π(v) > θ``,
+  ``w(v) = k_θ / n_θ`` for the ``n_θ`` tokens with ``π(v) = θ`` where ``k_θ = j* − 1 − |{π > θ}|``, else 0
+  (no ties at θ: ``N = {v : π(v) > θ}``; empty when ``π(1) ≥ p`` and ``π(1)`` is untied);
+* ``boundary="inclusive"`` (textbook top-p): ``w(v) = 1`` for ``π(v) ≥ θ``, else 0;
+* ``π̃ = π / Σ_u w(u) π(u)``, ``H^p = -Σ_v w(v) π̃(v) log π̃(v)``; empty ``N`` → 0; ``|N| = Σ_v w(v) = j* − 1``
+  (exclusive; an integer).
 
-Gradient (SPEC §1): ``∂H^p/∂z_v = -π̃(v) (log π̃(v) + H^p)`` for ``v ∈ N`` and 0 outside; membership of
-``N`` is a constant. The backward recomputes everything from the saved logits plus a few numbers per
-row (row max, ``log Σ_N``, ``H^p``, threshold), so no ``[T, V]`` intermediate lives between forward and
-backward.
+Gradient (SPEC §1): ``∂H^p/∂z_v = -w(v) π̃(v) (log π̃(v) + H^p)``; the weights are constants. For a tied
+token this is the average over which ``k_θ`` of the ``n_θ`` the reference would have kept. The backward
+recomputes everything from the saved logits plus a few numbers per row (row max, ``log Σ_N``, ``H^p``,
+threshold, tie weight), so no ``[T, V]`` intermediate lives between forward and backward.
 
 How the threshold is found without sorting the whole vocabulary. ``θ`` is characterised without any
 sort order: with ``F(x) = Σ_{z_u ≥ x} π(u)``, ``θ`` is the logit of the largest value ``x`` (among the
 row's logits) with ``F(x) ≥ p`` — every value above ``θ`` belongs to the strict prefix before ``j*``.
-Comparisons are made on the logits (``π(u) = π(v) ⇔ z_u = z_v``), so ties are exact: with the exclusive
-boundary every token tied with ``θ`` is out, with the inclusive boundary every one is in.
+Comparisons are made on the logits (``π(u) = π(v) ⇔ z_u = z_v``), so ties are exact: with the inclusive
+boundary every token tied with ``θ`` is in; with the exclusive one the tied tokens are counted (``n_θ``)
+and ``k_θ`` follows from the mass above ``θ``: the first ``i`` with ``F_above + i·π(θ) ≥ p`` is ``j*``.
 
 Rows are processed in blocks of ``chunk_size`` rows (default: about 2**22 logits per block), forward and
 backward, so the extra memory is O(chunk_size · V) whatever the number of tokens:
@@ -45,8 +50,8 @@ from an exact-arithmetic computation. Nucleus sums are float64 over float32 term
 Special rows (documented behaviour, never NaN for non-NaN input):
 * ``-inf`` logits have probability 0 and are never in the nucleus.
 * A row containing ``+inf`` logits is treated as its limit distribution, uniform over the ``+inf``
-  tokens (n of them): exclusive → ``H^p = 0`` (θ = 1/n is everybody's probability), inclusive →
-  ``H^p = log n``; full entropy ``log n``; the gradient is 0.
+  tokens (n of them, all tied at θ = 1/n): exclusive → ``k = ⌈p n⌉ − 1`` of them, ``H^p = log k``
+  (``k ≤ 1`` → 0), inclusive → ``H^p = log n``; full entropy ``log n``; the gradient is 0.
 * A row whose logits are all ``-inf`` has no distribution: ``H^p = 0``, size 0, full entropy 0,
   gradient 0.
 * A row containing NaN gives NaN (entropy, full entropy, gradient) and size 0.
@@ -89,7 +94,7 @@ class NucleusStats(NamedTuple):
     """Per-token statistics (no gradient). Shapes are ``logits.shape[:-1]``."""
 
     nucleus_entropy: Tensor  # float32 (float64 for float64 logits)
-    nucleus_size: Tensor  # int64, |N|
+    nucleus_size: Tensor  # int64, |N| = Σ_v w(v): integral even under ties (exclusive: j* − 1)
     full_entropy: Tensor  # float32 (float64 for float64 logits)
 
 
@@ -219,11 +224,12 @@ def _float_bits(value: float, dtype: torch.dtype) -> int:
 
 def _hist_threshold(
     x: Tensor, s: Tensor, e: Tensor, top_p: float, inclusive: bool, ws: _Workspace
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Exact threshold for rows with large nuclei, via a per-row mass histogram (see module doc).
 
     x: logits [r, V]; s = z - max (finite); e: the masses, exp(s) or softmax(z) (any common scale).
-    Returns (theta_open, Σ_N e, Σ_N e·s), the sums in float64.
+    Returns (theta_open, Σ_N w·e, Σ_N w·e·s, tie weight k_θ / n_θ, k_θ), the sums in float64 (SPEC §1
+    weights: 1 above θ_open, the tie weight at θ_open; 0 and k_θ = 0 with the inclusive boundary).
     """
     cdt = x.dtype
     int_dt, mant = (torch.int32, 23) if cdt == torch.float32 else (torch.int64, 52)
@@ -239,10 +245,14 @@ def _hist_threshold(
     bucket.sub_(first)  # bucket ids in [0, n_buckets)
     del q
 
-    hist = torch.zeros(2, rows, n_buckets, dtype=cdt, device=x.device)  # [0]: Σ e, [1]: Σ e·s per bucket
-    hist[0].scatter_add_(1, bucket, e)
-    hist[1].scatter_add_(1, bucket, torch.mul(e, s, out=ws.get("tmp", cdt, rows)))
-    cum, cum_s = hist.cumsum(-1, dtype=torch.float64)
+    # [0]: Σ e, [1]: Σ e·s per bucket, accumulated in float64: a bucket can hold a large tie group (bf16
+    # logits, uniform rows) and the tie rule (SPEC §1) counts its tokens against p·Σ e one by one
+    hist = torch.zeros(2, rows, n_buckets, dtype=torch.float64, device=x.device)
+    wide = ws.get("wide", torch.float64, rows)
+    hist[0].scatter_add_(1, bucket, wide.copy_(e))
+    hist[1].scatter_add_(1, bucket, wide.copy_(torch.mul(e, s, out=ws.get("tmp", cdt, rows))))
+    del wide
+    cum, cum_s = hist.cumsum(-1)
     del hist
     target = top_p * cum[:, -1]  # float64 and <= the total, so some bucket reaches it
     b_star = torch.searchsorted(cum, target.unsqueeze(-1)).squeeze(-1).clamp_(max=n_buckets - 1)  # first cum >= target
@@ -265,9 +275,23 @@ def _hist_threshold(
     j = (mass_above.unsqueeze(-1) + cand_e.double().cumsum(-1) < target.unsqueeze(-1)).sum(-1)
     # candidates are sorted by logit, so the positive-mass ones come first; never step past them
     j = torch.minimum(j, (cand_e > 0).sum(-1) - 1).clamp_(min=0)
-    theta_open = _open_threshold(cand_val.gather(1, j.unsqueeze(-1)).squeeze(-1), inclusive)
-    zn_c, sn_c = _member_sums(cand_e, cand_s, valid & (cand_val > theta_open.unsqueeze(-1)))
-    return theta_open, mass_above + zn_c, smass_above + sn_c
+    theta = cand_val.gather(1, j.unsqueeze(-1)).squeeze(-1)
+    theta_open = _open_threshold(theta, inclusive)
+    member = valid & (cand_val > theta_open.unsqueeze(-1))
+    zn_c, sn_c = _member_sums(cand_e, cand_s, member)
+    if inclusive:
+        k_tie = torch.zeros_like(j)
+        tie_w = torch.zeros_like(theta)
+    else:
+        # SPEC §1 ties: the first j* − 1 tokens are in N; the tied ones all share θ's bucket, so among the
+        # candidates (sorted) k_θ = j − |{z > θ}| and n_θ = |{z = θ}|
+        k_tie = j - member.sum(-1)
+        jj = j.unsqueeze(-1)
+        e_t, s_t = cand_e.gather(1, jj).squeeze(-1).double(), cand_s.gather(1, jj).squeeze(-1).double()
+        zn_c, sn_c = zn_c + k_tie * e_t, sn_c + k_tie * e_t * s_t
+        n_tie = (valid & (cand_val == theta.unsqueeze(-1))).sum(-1).clamp_(min=1)
+        tie_w = k_tie.to(cdt) / n_tie.to(cdt)
+    return theta_open, mass_above + zn_c, smass_above + sn_c, tie_w, k_tie
 
 
 class _Rows:
@@ -291,7 +315,8 @@ class _Rows:
         self.size = torch.empty(n, dtype=torch.int64, device=dev) if need_stats else None
         self.full = torch.empty(n, dtype=f64, device=dev) if need_stats else None
         self.sparse_idx = torch.empty(n, k, dtype=torch.int64, device=dev) if need_sparse else None
-        self.sparse_n = torch.empty(n, dtype=torch.int64, device=dev) if need_sparse else None
+        # exclusive boundary: weight k / n_θ of each token tied at θ (SPEC §1); 0 when no tied token is in N
+        self.tie_w = torch.zeros(n, dtype=cdt, device=dev)
 
 
 def _fast_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: slice) -> None:
@@ -326,18 +351,30 @@ def _fast_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: slice
         # j* = min{j : c_j >= p} among the top-k (0-based; == k when their mass is below p)
         j = (top_pi.double().cumsum(-1) < (top_p * pi_sum[sel]).unsqueeze(-1)).sum(-1)
         ok = j < k
-        theta_f = _open_threshold(top_val.gather(1, j.clamp(max=k - 1).unsqueeze(-1)).squeeze(-1), inclusive)
-        if k < vocab:
-            # tokens tied with θ may lie beyond the k-th: resolved only when the k-th is outside N
-            ok &= top_val[:, -1] <= theta_f
+        j = j.clamp(max=k - 1).unsqueeze(-1)
+        theta = top_val.gather(1, j).squeeze(-1)
+        theta_f = _open_threshold(theta, inclusive)
         member = top_val > theta_f.unsqueeze(-1)
         top_s = (top_val.double() - row_max[sel].double().unsqueeze(-1)).clamp_(min=_NEG_BIG)
-        zn[sel], sn[sel] = _member_sums(top_s.exp(), top_s, member)  # exp(s) in float64
+        top_e = top_s.exp()  # exp(s) in float64
+        zn_f, sn_f = _member_sums(top_e, top_s, member)
         size_f = member.sum(-1)
+        if inclusive:
+            if k < vocab:  # tokens tied with θ may lie beyond the k-th: resolved only when the k-th is outside N
+                ok &= top_val[:, -1] <= theta_f
+        else:
+            # SPEC §1 ties: the first j* − 1 = j tokens are in N, so k_θ = j − |{z > θ}| of the tied ones
+            k_tie = j.squeeze(-1) - size_f
+            if k < vocab:  # n_θ needs every tied token inside the top-k (or none of them in N)
+                ok &= (top_val[:, -1] < theta) | (k_tie == 0)
+            e_t, s_t = top_e.gather(1, j).squeeze(-1), top_s.gather(1, j).squeeze(-1)
+            zn_f, sn_f = zn_f + k_tie * e_t, sn_f + k_tie * e_t * s_t
+            res.tie_w[rows][sel] = k_tie.to(x.dtype) / (top_val == theta.unsqueeze(-1)).sum(-1).to(x.dtype)
+            size_f = size_f + k_tie
+        zn[sel], sn[sel] = zn_f, sn_f
         theta_open[sel], size[sel], resolved[sel] = theta_f, size_f, ok
         if res.sparse_idx is not None:
             res.sparse_idx[rows][sel] = top_idx
-            res.sparse_n[rows][sel] = size_f
     fast = resolved & ~dead
     unresolved = ~resolved
     in_block = 2 * int(unresolved.sum()) >= n
@@ -345,12 +382,13 @@ def _fast_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: slice
     if res.size is not None or in_block:
         s, res.robust[rows] = _shifted(x, row_max, res.ws)
     if in_block:
-        t_h, zn_h, sn_h = _hist_threshold(x, s, pi, top_p, inclusive, res.ws)
+        t_h, zn_h, sn_h, w_h, k_h = _hist_threshold(x, s, pi, top_p, inclusive, res.ws)
         theta_open = torch.where(unresolved, t_h, theta_open)
         zn = torch.where(unresolved, zn_h / pi_max, zn)
         sn = torch.where(unresolved, sn_h / pi_max, sn)
+        res.tie_w[rows] = torch.where(unresolved, w_h, res.tie_w[rows])
         if res.size is not None:
-            size = torch.where(unresolved, (x > t_h.unsqueeze(-1)).sum(-1), size)
+            size = torch.where(unresolved, (x > t_h.unsqueeze(-1)).sum(-1) + k_h, size)
         resolved = torch.ones_like(resolved)
     res.row_max[rows], res.theta_open[rows], res.zn[rows], res.sn[rows] = row_max, theta_open, zn, sn
     res.fast[rows] = fast
@@ -368,10 +406,10 @@ def _hist_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: Tenso
         x, *_ = _sanitize(x, x.amax(dim=-1))
     s, res.robust[rows] = _shifted(x, row_max, res.ws)
     e = torch.exp(s, out=res.ws.get("e", s.dtype, s.shape[0]))
-    theta_open, zn, sn = _hist_threshold(x, s, e, top_p, inclusive, res.ws)
-    res.theta_open[rows], res.zn[rows], res.sn[rows] = theta_open, zn, sn
+    theta_open, zn, sn, tie_w, k_tie = _hist_threshold(x, s, e, top_p, inclusive, res.ws)
+    res.theta_open[rows], res.zn[rows], res.sn[rows], res.tie_w[rows] = theta_open, zn, sn, tie_w
     if res.size is not None:
-        res.size[rows] = (x > theta_open.unsqueeze(-1)).sum(-1)
+        res.size[rows] = (x > theta_open.unsqueeze(-1)).sum(-1) + k_tie
 
 
 def _p_one_pass(x: Tensor, inclusive: bool, res: _Rows, rows: slice) -> None:
@@ -385,11 +423,20 @@ def _p_one_pass(x: Tensor, inclusive: bool, res: _Rows, rows: slice) -> None:
     theta_open = _open_threshold(torch.where(x == -math.inf, math.inf, x).amin(dim=-1), inclusive)
     member = x > theta_open.unsqueeze(-1)
     e_n = torch.where(member, e, 0.0)
+    zn, sn = e_n.sum(-1).double(), torch.linalg.vecdot(e_n, s).double()
+    size = member.sum(-1)
+    if not inclusive:
+        # SPEC §1 ties: j* is the last token with π > 0, so k_θ = n_θ − 1 of the n_θ tokens tied at θ are in N
+        n_tie = (x == theta_open.unsqueeze(-1)).sum(-1)
+        k_tie = (n_tie - 1).clamp_(min=0)
+        s_t = (theta_open - row_max).clamp(min=_NEG_BIG).double()
+        zn, sn = zn + k_tie * s_t.exp(), sn + k_tie * s_t.exp() * s_t
+        res.tie_w[rows] = k_tie.to(x.dtype) / n_tie.clamp(min=1).to(x.dtype)
+        size = size + k_tie
     res.row_max[rows], res.theta_open[rows] = row_max, theta_open
-    res.zn[rows] = e_n.sum(-1).double()
-    res.sn[rows] = torch.linalg.vecdot(e_n, s).double()
+    res.zn[rows], res.sn[rows] = zn, sn
     if res.size is not None:
-        res.size[rows] = member.sum(-1)
+        res.size[rows] = size
         z = e.sum(-1).double()
         res.full[rows] = z.log() - torch.linalg.vecdot(e, s).double() / z
 
@@ -422,8 +469,8 @@ class _Saved(NamedTuple):
     log_zn: Tensor
     theta_open: Tensor
     entropy: Tensor
+    tie_w: Tensor
     sparse_idx: Tensor | None
-    sparse_n: Tensor | None
 
 
 def _run_forward(
@@ -470,7 +517,7 @@ def _run_forward(
         kind = torch.where(nonempty & ~res.posinf & ~res.neginf, kind, _ZERO_GRAD)
         kind = torch.where(res.nan, _NAN, kind).to(torch.int8)
         saved = _Saved(kind, res.robust, res.row_max, log_zn.to(cdt), res.theta_open, entropy.clone(),
-                       res.sparse_idx, res.sparse_n)
+                       res.tie_w, res.sparse_idx)
     return entropy.view(lead), size, full, saved
 
 
@@ -480,12 +527,27 @@ def _run_forward(
 
 
 def _dense_grad(x: Tensor, g: Tensor, p: _Saved, out: Tensor | None, ws: _Workspace) -> Tensor:
-    """SPEC §1: g · ∂H^p/∂z = -g · π̃ (log π̃ + H^p) on N = {z > theta_open}, 0 elsewhere.
+    """SPEC §1: g · ∂H^p/∂z = -g · w · π̃ (log π̃ + H^p) with the weights w (1 on {z > theta_open}, the
+    tie weight on {z = theta_open}, 0 elsewhere).
 
     x: logits rows [r, V] in the compute dtype; p: the saved per-row values of these rows.
     Written into ``out`` when given (same dtype and shape as x).
     """
-    g = g.unsqueeze(-1)
+    grad = _dense_grad_above(x, g.unsqueeze(-1), p, out, ws)
+    tied = p.tie_w > 0
+    if bool(tied.any()):
+        # exclusive ties (SPEC §1): tokens at θ carry the constant weight k_θ / n_θ; log π̃ there is
+        # κ = θ - max - log Σ_N, the same for all of them, so the row's tied gradient is one number
+        idx = tied.nonzero().squeeze(-1)
+        kappa = p.theta_open[idx] - p.row_max[idx] - p.log_zn[idx]
+        val = -g[idx] * p.tie_w[idx] * kappa.exp() * (kappa + p.entropy[idx])
+        at_theta = x[idx] == p.theta_open[idx].unsqueeze(-1)
+        grad[idx] = torch.where(at_theta, val.unsqueeze(-1), grad[idx])
+    return grad
+
+
+def _dense_grad_above(x: Tensor, g: Tensor, p: _Saved, out: Tensor | None, ws: _Workspace) -> Tensor:
+    """The weight-1 part of :func:`_dense_grad`: -g · π̃ (log π̃ + H^p) on {z > theta_open}, 0 elsewhere."""
     m, log_zn, h, theta = (p.row_max.unsqueeze(-1), p.log_zn.unsqueeze(-1), p.entropy.unsqueeze(-1),
                            p.theta_open.unsqueeze(-1))
     if bool(p.robust.any()):
@@ -516,8 +578,10 @@ def _sparse_grad_into(grad_rows: Tensor, seg: Tensor, start: int, g_all: Tensor,
     vals = seg[local.unsqueeze(-1), p.sparse_idx].to(p.row_max.dtype)
     log_pt = (vals - p.row_max.unsqueeze(-1)).clamp_(min=_NEG_BIG) - p.log_zn.unsqueeze(-1)
     grad = -g_all[rows].unsqueeze(-1) * log_pt.exp() * (log_pt + p.entropy.unsqueeze(-1))
-    keep = torch.arange(p.sparse_idx.shape[1], device=seg.device).unsqueeze(0) < p.sparse_n.unsqueeze(-1)
-    grad = torch.where(keep, grad, 0.0).to(grad_rows.dtype)
+    # SPEC §1 weights (constants): 1 above θ_open, k_θ / n_θ at it, 0 below
+    theta = p.theta_open.unsqueeze(-1)
+    weight = torch.where(vals > theta, 1.0, torch.where(vals == theta, p.tie_w.unsqueeze(-1), 0.0))
+    grad = (grad * weight).to(grad_rows.dtype)
     grad_rows.index_put_((rows.unsqueeze(-1), p.sparse_idx), grad)
 
 
@@ -560,9 +624,9 @@ class _NucleusEntropy(torch.autograd.Function):
         entropy, _, _, saved = _run_forward(logits, top_p, inclusive, block, need_stats=False, need_backward=True)
         ctx.block = block
         ctx.has_sparse = saved.sparse_idx is not None
-        tensors = [logits, *saved[:6]]
+        tensors = [logits, *saved[:7]]
         if ctx.has_sparse:
-            tensors += [saved.sparse_idx, saved.sparse_n]
+            tensors.append(saved.sparse_idx)
         ctx.save_for_backward(*tensors)
         return entropy
 
@@ -570,7 +634,7 @@ class _NucleusEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         logits, *rest = ctx.saved_tensors
-        saved = _Saved(*rest[:6], *(rest[6:] if ctx.has_sparse else (None, None)))
+        saved = _Saved(*rest[:7], rest[7] if ctx.has_sparse else None)
         return _run_backward(logits, grad_out, saved, ctx.block), None, None, None
 
 
@@ -595,8 +659,9 @@ def nucleus_entropy(
     Args:
         logits: ``[..., V]`` floating tensor (any float dtype; computed in float32, float64 kept).
         top_p: nucleus mass ``p`` in (0, 1].
-        boundary: ``"exclusive"`` (``N = {π > θ}``, the SIREN reference) or ``"inclusive"``
-            (``N = {π ≥ θ}``, textbook top-p).
+        boundary: ``"exclusive"`` (the SIREN reference: ``N = {π > θ}`` plus, of the tokens tied at
+            ``θ``, the reference's count ``k_θ`` as weights ``k_θ / n_θ``; docs/methods.md §1) or
+            ``"inclusive"`` (``N = {π ≥ θ}``, textbook top-p).
         chunk_size: rows (tokens) processed at once, forward and backward; extra memory is
             O(chunk_size · V). ``None`` picks about 2**20 logits per block.
 

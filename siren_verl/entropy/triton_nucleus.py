@@ -25,22 +25,26 @@ Forward kernel, per row ``z``:
   of the row with no logit inside the interval skip the per-pivot work. The first interval is
   ``[key(m + log((1-p)Z/V) - 1), key(m2))``: the mass below ``m + log((1-p)Z/V) - 1`` is at most
   ``(1-p)Z/e``, so ``θ`` is above it.
-* nucleus (one read, skipped when ``N`` is the ties of ``m`` or of ``m`` and ``m2``): ``Zn = Σ_N e``,
-  ``Sn = Σ_N e·(z - m)``, ``|N|``; ``H^p = log Zn - Sn / Zn``. ``N = {key > key(θ)}`` (exclusive) or
-  ``{key ≥ key(θ)}`` (inclusive): ties with ``θ`` follow the boundary rule exactly. An empty nucleus
-  gives ``H^p = 0`` and a zero gradient.
+* nucleus (one read, skipped when ``N`` is the ties of ``m`` or of ``m`` and ``m2``): ``Zn = Σ_v w e``,
+  ``Sn = Σ_v w e·(z - m)``, ``|N| = Σ_v w``; ``H^p = log Zn - Sn / Zn``. Inclusive: ``w = 1`` on
+  ``{key ≥ key(θ)}``. Exclusive (SPEC §1 ties): ``w = 1`` on ``{key > key(θ)}`` and ``k_θ / n_θ`` on the
+  ``n_θ`` tokens with ``key = key(θ)`` (counted in the same read), where ``k_θ = j* − 1 − |{key > key(θ)}|``
+  is the number of ``i ≥ 1`` with ``F_above + i·e^(θ - m) < p·Z`` (``n_θ − 1`` for ``p = 1``). An empty
+  nucleus gives ``H^p = 0`` and a zero gradient.
 
 Saved per row for the backward (no ``[T, V]`` tensor): row max, ``log Zn``, ``H^p``, the cut key
-(``N = {key > cut}``) and a row kind. Backward kernel (one read, one write) recomputes from the
-logits: ``∂H^p/∂z_v = -π̃(v) (log π̃(v) + H^p)`` on ``N`` with ``log π̃(v) = z_v - m - log Zn``, 0 outside
-(SPEC §1); rows with a zero upstream gradient or an empty nucleus only write zeros.
+(weight 1 on ``{key > cut}``), the tie weight (on ``{key = cut}``) and a row kind. Backward kernel (one
+read, one write) recomputes from the logits: ``∂H^p/∂z_v = -w(v) π̃(v) (log π̃(v) + H^p)`` with
+``log π̃(v) = z_v - m - log Zn``, the weights constants (SPEC §1); rows with a zero upstream gradient or
+an empty nucleus only write zeros.
 
 Numerics and special rows follow the torch path: probabilities are float32 ``exp(z - m)``; masses are
 summed in float32 per lane over at most 16 blocks and in float64 across them, so when some ``c_j`` lies
 within float32 rounding (~1e-6 relative) of ``p`` the nucleus can differ from an exact-arithmetic
 computation by that token. ``-inf`` logits have probability 0 and are never in the nucleus. A row with
 ``+inf`` logits is its limit distribution, uniform over the ``n`` ``+inf`` tokens (exclusive:
-``H^p = 0``, size 0; inclusive: ``H^p = log n``, size ``n``; full entropy ``log n``; gradient 0). A row
+``k = ⌈p n⌉ − 1`` of them, ``H^p = log k``, size ``k``; inclusive: ``H^p = log n``, size ``n``; full
+entropy ``log n``; gradient 0). A row
 of only ``-inf``: zeros. A row with a NaN: NaN entropy, full entropy and gradient, size 0.
 
 Triton is imported lazily (inside functions): this module imports without triton. The kernels are
@@ -98,8 +102,9 @@ class NucleusKernelAux(NamedTuple):
     entropy: Tensor  # float32, H^p
     row_max: Tensor  # float32, m
     log_zn: Tensor  # float32, log Σ_{v∈N} exp(z_v - m)
-    cut_key: Tensor  # int32, N = {v : key(z_v) > cut_key}
+    cut_key: Tensor  # int32, N = {v : key(z_v) > cut_key} with weight 1
     row_kind: Tensor  # int32, ROW_NORMAL | ROW_ZERO_GRAD | ROW_NAN
+    tie_weight: Tensor  # float32, weight k_θ / n_θ of the tokens with key(z_v) == cut_key (exclusive ties)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,7 +190,7 @@ def _monotone_key(x):
 
 def _nucleus_fwd_kernel(
     x_ptr, stride_x, V, p_hi, p_lo, log_1mp,
-    ent_ptr, size_ptr, full_ptr, rowmax_ptr, logzn_ptr, cut_ptr, kind_ptr, passes_ptr,
+    ent_ptr, size_ptr, full_ptr, rowmax_ptr, logzn_ptr, cut_ptr, kind_ptr, passes_ptr, tiew_ptr,
     INCLUSIVE: tl.constexpr, P_IS_ONE: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_S: tl.constexpr, NPIV: tl.constexpr, GROUP: tl.constexpr,
 ):
@@ -257,14 +262,22 @@ def _nucleus_fwd_kernel(
         entropy = full
         size = tl.where(n_pinf > 0, n_pinf, 0)
     else:
-        entropy = 0.0 * full
-        size = 0 * n_pinf
+        # uniform over the n +inf tokens, all tied at θ = 1/n: j* = ⌈p n⌉ (n at p = 1), k_θ = j* − 1 of
+        # them are in N (SPEC §1 ties), H^p = log k_θ
+        n_inf64 = n_pinf.to(tl.float64)
+        if P_IS_ONE:
+            k_inf = tl.maximum(n_pinf - 1, 0)
+        else:
+            k_inf = tl.maximum(tl.ceil(n_inf64 * p_hi + n_inf64 * p_lo) - 1.0, 0.0).to(tl.int32)
+        entropy = tl.log(tl.maximum(k_inf.to(tl.float32), 1.0))
+        size = k_inf
     if n_nan > 0:
         entropy = entropy + float("nan")
         full = full + float("nan")
         size = 0 * size
     kind = tl.where(n_nan > 0, 2, 1)  # ROW_NAN / ROW_ZERO_GRAD
     log_zn = 0.0 * full
+    tie_w = 0.0 * full
     cut = 2147483647 + 0 * size  # empty nucleus
     passes = 0 * size
     m_out = tl.where(normal, m, 0.0)
@@ -335,19 +348,28 @@ def _nucleus_fwd_kernel(
                 mass_hi = tl.where(single, mass_hi, new_mass_hi)
             theta = lo.to(tl.int32)
 
-        # ---- the nucleus N = {key > cut}: Σ_N e, Σ_N e (z - m), |N| --------------------------------
+        # ---- the nucleus: weight 1 on {key > cut}: Σ e, Σ e (z - m), count --------------------------
+        # exclusive ties (SPEC §1): of the n_θ tokens at θ (key == cut), k_θ = j* − 1 − |{key > cut}| are
+        # in N; they share the weight k_θ / n_θ. Needs F_above = Σ_{key > cut} e, n_θ and e_θ = e^(θ - m).
         if INCLUSIVE:
             cut = theta - 1
         else:
             cut = theta
-        zn = 0.0
-        sn = 0.0
-        cnt = 0
-        if cut >= key1:  # exclusive with theta = m: empty nucleus
+        zn = 0.0 * z_sum
+        sn = 0.0 * z_sum
+        cnt = 0 * n_at_max
+        n_tie = 0 * n_at_max
+        e_t = 1.0 + 0.0 * z_sum
+        d_t = 0.0 * z_sum
+        if cut >= key1:  # exclusive with theta = m: nothing above θ, the ties of the max at θ
             cnt = 0
-        elif cut >= key2:  # N = the ties of the max (uniform)
+            n_tie = n_at_max
+        elif cut >= key2:  # N ⊇ the ties of the max; exclusive: θ = m2, its ties at θ
             cnt = n_at_max
             zn = n_at_max.to(tl.float32)
+            n_tie = n_at_m2
+            e_t = e2
+            d_t = m2 - m
         elif INCLUSIVE & (theta == key2):  # N = the ties of the two largest values
             cnt = n_at_max + n_at_m2
             w2 = n_at_m2.to(tl.float32) * e2
@@ -357,18 +379,43 @@ def _nucleus_fwd_kernel(
             zn_vec = tl.zeros([BLOCK], dtype=tl.float32)
             sn_vec = tl.zeros([BLOCK], dtype=tl.float32)
             cnt_vec = tl.zeros([BLOCK], dtype=tl.int32)
+            tie_vec = tl.zeros([BLOCK], dtype=tl.int32)
+            dt_vec = tl.full([BLOCK], NEG_INF, dtype=tl.float32)
             for start in range(0, V, BLOCK):
                 idx = start + offs
                 x_in = tl.load(x_row + idx, mask=idx < V, other=NEG_INF)
-                member = _monotone_key(x_in) > cut
+                key = _monotone_key(x_in)
+                member = key > cut
                 d = tl.where(member, x_in.to(tl.float32) - m, 0.0)
                 e = tl.where(member, tl.exp(d), 0.0)
                 zn_vec += e
                 sn_vec += e * d
                 cnt_vec += member.to(tl.int32)
+                if not INCLUSIVE:
+                    at_cut = (key == cut) & (idx < V)
+                    tie_vec += at_cut.to(tl.int32)
+                    dt_vec = tl.maximum(dt_vec, tl.where(at_cut, x_in.to(tl.float32) - m, NEG_INF))
             zn = tl.sum(zn_vec, 0)
             sn = tl.sum(sn_vec, 0)
             cnt = tl.sum(cnt_vec, 0)
+            if not INCLUSIVE:
+                n_tie = tl.sum(tie_vec, 0)
+                d_t = tl.where(n_tie > 0, tl.max(dt_vec, 0), 0.0)
+                e_t = tl.where(n_tie > 0, tl.exp(d_t), 0.0)
+        if not INCLUSIVE:
+            # c_j over the tied tokens: F_above + i e_θ; j* is the first i with F_above + i e_θ >= p Z
+            if P_IS_ONE:
+                k_f = (n_tie - 1).to(tl.float64)  # c_j reaches 1 at the last token with π > 0
+            else:
+                rem = target - zn.to(tl.float64)
+                e_t64 = e_t.to(tl.float64)
+                k_f = tl.where(e_t64 > 0.0, tl.ceil(rem / tl.maximum(e_t64, 1e-300)) - 1.0, 0.0)
+            k_tie = tl.maximum(tl.minimum(k_f, (n_tie - 1).to(tl.float64)), 0.0).to(tl.int32)
+            k32 = k_tie.to(tl.float32)
+            zn = zn + k32 * e_t
+            sn = sn + k32 * e_t * d_t
+            cnt = cnt + k_tie
+            tie_w = k32 / tl.maximum(n_tie, 1).to(tl.float32)
         if cnt > 0:
             log_zn = tl.log(zn)
             entropy = log_zn - sn / zn
@@ -376,6 +423,7 @@ def _nucleus_fwd_kernel(
         else:
             entropy = 0.0 * full
             cut = 2147483647 + 0 * cut
+            tie_w = 0.0 * full
         size = cnt
     tl.store(ent_ptr + row, entropy)
     tl.store(size_ptr + row, size.to(tl.int64))
@@ -385,10 +433,11 @@ def _nucleus_fwd_kernel(
     tl.store(cut_ptr + row, cut)
     tl.store(kind_ptr + row, kind)
     tl.store(passes_ptr + row, passes)
+    tl.store(tiew_ptr + row, tie_w)
 
 
 def _nucleus_bwd_kernel(
-    x_ptr, stride_x, g_ptr, ent_ptr, rowmax_ptr, logzn_ptr, cut_ptr, kind_ptr, out_ptr, stride_out, V,
+    x_ptr, stride_x, g_ptr, ent_ptr, rowmax_ptr, logzn_ptr, cut_ptr, kind_ptr, tiew_ptr, out_ptr, stride_out, V,
     BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
@@ -398,18 +447,22 @@ def _nucleus_bwd_kernel(
     kind = tl.load(kind_ptr + row)
     g = tl.load(g_ptr + row)
     if (kind == 0) & (g != 0.0):
-        # SPEC §1: dH^p/dz_v = -π̃(v) (log π̃(v) + H^p) on N, 0 outside; log π̃(v) = z_v - m - log Zn
+        # SPEC §1: dH^p/dz_v = -w(v) π̃(v) (log π̃(v) + H^p), log π̃(v) = z_v - m - log Zn; the weights
+        # are constants: 1 on {key > cut}, k_θ / n_θ on {key == cut} (exclusive ties), 0 elsewhere
         h = tl.load(ent_ptr + row)
         m = tl.load(rowmax_ptr + row)
         log_zn = tl.load(logzn_ptr + row)
         cut = tl.load(cut_ptr + row)
+        tie_w = tl.load(tiew_ptr + row)
         for start in range(0, V, BLOCK):
             idx = start + offs
             x_in = tl.load(x_row + idx, mask=idx < V, other=float("-inf"))
-            member = _monotone_key(x_in) > cut
+            key = _monotone_key(x_in)
+            w = tl.where(key > cut, 1.0, tl.where(key == cut, tie_w, 0.0))
+            member = w > 0.0
             x = x_in.to(tl.float32)
             log_pt = tl.where(member, x - m - log_zn, 0.0)
-            grad = tl.where(member, -g * tl.exp(log_pt) * (log_pt + h), 0.0)
+            grad = tl.where(member, -g * w * tl.exp(log_pt) * (log_pt + h), 0.0)
             tl.store(out_row + idx, grad.to(out_ptr.dtype.element_ty), mask=idx < V)
     else:
         fill = tl.where(kind == 2, float("nan"), 0.0)  # ROW_NAN rows: NaN everywhere
@@ -510,15 +563,17 @@ def _launch_forward(
     cut = torch.empty(rows, dtype=torch.int32, device=dev)
     kind = torch.empty(rows, dtype=torch.int32, device=dev)
     passes = torch.empty(rows, dtype=torch.int32, device=dev)
+    tie_w = torch.empty(rows, dtype=torch.float32, device=dev)
     if rows:
         kern = _kernels()
         kern.forward[(rows,)](
             x, x.stride(0), vocab, p_hi, p - p_hi, math.log1p(-p) if p < 1.0 else 0.0,
-            entropy, size, full, row_max, log_zn, cut, kind, passes,
+            entropy, size, full, row_max, log_zn, cut, kind, passes, tie_w,
             INCLUSIVE=boundary == "inclusive", P_IS_ONE=p >= 1.0,
             BLOCK=block, BLOCK_S=block_s, NPIV=npiv, GROUP=group, num_warps=num_warps,
         )
-    aux = NucleusKernelAux(entropy=entropy, row_max=row_max, log_zn=log_zn, cut_key=cut, row_kind=kind)
+    aux = NucleusKernelAux(entropy=entropy, row_max=row_max, log_zn=log_zn, cut_key=cut, row_kind=kind,
+                           tie_weight=tie_w)
     return entropy, size, full, aux, passes
 
 
@@ -531,7 +586,8 @@ def nucleus_entropy_triton_forward(
         logits2d: ``[T, V]`` float32 / bfloat16 / float16 logits on a CUDA device (CPU only under
             ``TRITON_INTERPRET=1``); any row stride, unit stride along V (else copied).
         top_p: nucleus mass ``p`` in (0, 1].
-        boundary: ``"exclusive"`` (``N = {π > θ}``) or ``"inclusive"`` (``N = {π ≥ θ}``).
+        boundary: ``"exclusive"`` (``N = {π > θ}`` plus the tie weights ``k_θ / n_θ`` at ``θ``) or
+            ``"inclusive"`` (``N = {π ≥ θ}``).
 
     Returns:
         ``(entropy, size, full_entropy, aux)``: float32 ``[T]``, int64 ``[T]``, float32 ``[T]`` and the
@@ -566,7 +622,7 @@ def nucleus_entropy_triton_backward(
         kern = _kernels()
         kern.backward[(rows,)](
             x, x.stride(0), g, aux_t.entropy, aux_t.row_max, aux_t.log_zn, aux_t.cut_key, aux_t.row_kind,
-            out, out.stride(0), vocab, BLOCK=block, num_warps=num_warps,
+            aux_t.tie_weight, out, out.stride(0), vocab, BLOCK=block, num_warps=num_warps,
         )
     return out
 
@@ -645,6 +701,7 @@ def _compile_for_target(arch: int = 90, dtypes: Sequence[torch.dtype] = SUPPORTE
                     "x_ptr": f"*{tt[dt]}", "stride_x": "i32", "V": "i32", "p_hi": "fp32", "p_lo": "fp32", "log_1mp": "fp32",
                     "ent_ptr": "*fp32", "size_ptr": "*i64", "full_ptr": "*fp32", "rowmax_ptr": "*fp32",
                     "logzn_ptr": "*fp32", "cut_ptr": "*i32", "kind_ptr": "*i32", "passes_ptr": "*i32",
+                    "tiew_ptr": "*fp32",
                 }
                 const = {"INCLUSIVE": inclusive, "P_IS_ONE": p_is_one,
                          "BLOCK": _BLOCK, "BLOCK_S": _BLOCK_S, "NPIV": _NPIV, "GROUP": _GROUP}
@@ -653,7 +710,7 @@ def _compile_for_target(arch: int = 90, dtypes: Sequence[torch.dtype] = SUPPORTE
                                            options={"num_warps": _NUM_WARPS})
         sig = {
             "x_ptr": f"*{tt[dt]}", "stride_x": "i32", "g_ptr": "*fp32", "ent_ptr": "*fp32", "rowmax_ptr": "*fp32",
-            "logzn_ptr": "*fp32", "cut_ptr": "*i32", "kind_ptr": "*i32", "out_ptr": f"*{tt[dt]}",
+            "logzn_ptr": "*fp32", "cut_ptr": "*i32", "kind_ptr": "*i32", "tiew_ptr": "*fp32", "out_ptr": f"*{tt[dt]}",
             "stride_out": "i32", "V": "i32",
         }
         out[f"bwd_{tt[dt]}"] = triton.compile(

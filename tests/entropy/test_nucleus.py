@@ -8,50 +8,22 @@ import pytest
 import torch
 
 from siren_verl.entropy import nucleus_entropy, nucleus_stats
+from siren_verl.testing.reference import (
+    nucleus_entropy_bruteforce,
+    nucleus_entropy_tie_orders,
+    nucleus_row_reference,
+)
 
 # --------------------------------------------------------------------------------------------------
-# brute force: SPEC §1 literally, one row at a time, float64, full sort
+# brute force: the reference's algorithm literally (sort, keep the first j* − 1 tokens), float64, one
+# row at a time, in siren_verl.testing.reference
 # --------------------------------------------------------------------------------------------------
-
-
-def ref_membership(z: torch.Tensor, p: float, inclusive: bool) -> torch.Tensor:
-    """Bool membership of N for one row (documented special rows: +inf rows → uniform over the +inf
-    tokens; all -inf → empty)."""
-    z = z.double()
-    if (z == math.inf).any():
-        z = torch.where(z == math.inf, 0.0, -math.inf).double()
-    if (z == -math.inf).all():
-        return torch.zeros_like(z, dtype=torch.bool)
-    pi = torch.softmax(z, -1)
-    order = torch.argsort(pi, descending=True, stable=True)
-    cum = torch.cumsum(pi[order], 0)
-    n_pos = int((pi > 0).sum())
-    if p >= 1.0:
-        j = n_pos - 1  # c_j reaches 1 at the last token with positive probability
-    else:
-        hits = (cum >= p).nonzero()
-        j = int(hits[0]) if len(hits) else n_pos - 1
-    theta = pi[order[j]]
-    return pi >= theta if inclusive else pi > theta
 
 
 def ref_row(z: torch.Tensor, p: float, inclusive: bool) -> tuple[float, int, float]:
     """(H^p, |N|, full entropy) for one row."""
-    z = z.double()
-    if torch.isnan(z).any():
-        return math.nan, 0, math.nan
-    zz = torch.where(z == math.inf, 0.0, -math.inf).double() if (z == math.inf).any() else z
-    if (zz == -math.inf).all():
-        return 0.0, 0, 0.0
-    pi = torch.softmax(zz, -1)
-    pos = pi > 0
-    full = float(-(pi[pos] * pi[pos].log()).sum())
-    member = ref_membership(z, p, inclusive)
-    if not member.any():
-        return 0.0, 0, full
-    q = pi[member] / pi[member].sum()
-    q = q[q > 0]
-    return float(-(q * q.log()).sum()), int(member.sum()), full
+    h, size, full = nucleus_row_reference(z.detach(), p, "inclusive" if inclusive else "exclusive")
+    return float(h), size, full
 
 
 def borderline(z: torch.Tensor, p: float, tol: float = 2e-6) -> bool:
@@ -149,13 +121,107 @@ def test_hand_worked() -> None:
     assert nucleus_entropy(z, 1.0, "exclusive").item() == pytest.approx(h_inc, abs=1e-6)
 
 
-def test_ties_are_all_in_or_all_out() -> None:
-    # 4 tokens tied at the top: π = 1/4 each (+ two much smaller). θ is the tied value for p = 0.5.
+def test_ties_at_the_top_exclusive_keeps_k_of_them() -> None:
+    # 4 tokens tied at the top: π ≈ 1/4 each (+ two much smaller). θ is the tied value for p = 0.5:
+    # j* = 2, so the reference keeps j* − 1 = 1 of the 4 (k = 1, weight 1/4 each): H^p = 0, |N| = 1
     z = torch.tensor([[3.0, 3.0, 3.0, 3.0, -20.0, -20.0]])
-    assert nucleus_stats(z, 0.5, "exclusive").nucleus_size.item() == 0
+    st = nucleus_stats(z, 0.5, "exclusive")
+    assert (st.nucleus_entropy.item(), st.nucleus_size.item()) == (0.0, 1)
+    st = nucleus_stats(z, 0.6, "exclusive")  # j* = 3: 2 of the 4
+    assert st.nucleus_size.item() == 2
+    assert st.nucleus_entropy.item() == pytest.approx(math.log(2), abs=1e-6)
     st = nucleus_stats(z, 0.5, "inclusive")
     assert st.nucleus_size.item() == 4
     assert st.nucleus_entropy.item() == pytest.approx(math.log(4), abs=1e-6)
+
+
+# π = (1/3, 1/6, 1/6, 1/6, 1/12, 1/12), c = (1/3, 1/2, 2/3, 5/6, 11/12, 1); tie groups of 3 and of 2
+TIE_ROW = torch.tensor([4.0, 2.0, 2.0, 2.0, 1.0, 1.0], dtype=torch.float64).log()
+
+
+def _h(*q: float) -> float:
+    return -sum(x * math.log(x) for x in q)
+
+
+# (p, |N|, H^p, k, n_θ): k = j* − 1 − |{π > θ}| of the n_θ tokens tied at θ are in N (SPEC §1).
+# k = n_θ cannot happen: the token at j* is tied at θ and is never kept, so k = n_θ − 1 is the top case.
+TIE_CASES = [
+    (0.4, 1, 0.0, 0, 3),  # θ = 1/6, k = 0: none of the tied tokens
+    (0.6, 2, _h(2 / 3, 1 / 3), 1, 3),  # 0 < k < n_θ − 1: k = 1 of 3
+    (0.7, 3, _h(1 / 2, 1 / 4, 1 / 4), 2, 3),  # k = n_θ − 1 = 2 of 3
+    (0.9, 4, _h(2 / 5, 1 / 5, 1 / 5, 1 / 5), 0, 2),  # θ = 1/12, k = 0
+    (0.95, 5, _h(4 / 11, 2 / 11, 2 / 11, 2 / 11, 1 / 11), 1, 2),  # k = n_θ − 1 = 1 of 2
+    (1.0, 5, _h(4 / 11, 2 / 11, 2 / 11, 2 / 11, 1 / 11), 1, 2),  # p = 1: j* = the last token
+]
+
+
+@pytest.mark.parametrize("p,size,h,k,n_tie", TIE_CASES)
+def test_ties_at_theta_hand_worked(p: float, size: int, h: float, k: int, n_tie: int) -> None:
+    for chunk, dtype in ((None, torch.float64), (1, torch.float64), (None, torch.float32)):
+        st = nucleus_stats(TIE_ROW.to(dtype), p, "exclusive", chunk_size=chunk)
+        assert st.nucleus_size.item() == size
+        assert st.nucleus_entropy.item() == pytest.approx(h, abs=1e-6)
+    # gradient by hand: weights 1 above θ, k / n_θ at θ; ∂H^p/∂z_v = -w π̃ (log π̃ + H^p), π̃ = π / Σ w π
+    pi = torch.softmax(TIE_ROW.double(), -1)
+    theta = pi.sort(descending=True).values[size] if size < 6 else pi.min()
+    one, tie_w, zero = (torch.tensor(v, dtype=torch.float64) for v in (1.0, k / n_tie, 0.0))
+    w = torch.where(pi > theta + 1e-12, one, torch.where((pi - theta).abs() < 1e-12, tie_w, zero))
+    pt = pi / (w * pi).sum()
+    assert -(w * pt * pt.log()).sum().item() == pytest.approx(h, abs=1e-12)
+    want = -w * pt * (pt.log() + h)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        x = TIE_ROW.to(dtype).clone().requires_grad_(True)
+        nucleus_entropy(x, p, "exclusive").backward()
+        torch.testing.assert_close(x.grad.double(), want, rtol=0, atol=tol)
+
+
+def _tie_split(z: torch.Tensor, p: float) -> tuple[int, int]:
+    """(k, n_θ) of one row by sorting (float64)."""
+    pi = torch.softmax(z.double(), -1)
+    srt = pi.sort(descending=True).values
+    hits = (srt.cumsum(0) >= p).nonzero()
+    j = int(hits[0]) if len(hits) else len(srt) - 1
+    return j - int((pi > srt[j]).sum()), int((pi == srt[j]).sum())
+
+
+@pytest.mark.parametrize("scale", [0.5, 2.0, 8.0, 30.0])
+@pytest.mark.parametrize("p", [0.5, 0.8, 0.95])
+def test_bf16_quantised_rows_match_reference_values_and_gradients(scale: float, p: float) -> None:
+    # bf16 logits (an FSDP actor in mixed precision) tie often, also at θ
+    g = torch.Generator().manual_seed(int(scale * 10) + int(p * 100))
+    vocab = 1500 if scale < 8 else 300
+    z = (torch.randn(12, vocab, generator=g) * scale).bfloat16()
+    splits = [_tie_split(z[r].float(), p) for r in range(z.shape[0])]
+    w = torch.randn(z.shape[0], generator=g)
+    for inclusive in (False, True):
+        assert_matches_reference(z.float(), p, inclusive)
+        boundary = "inclusive" if inclusive else "exclusive"
+        for chunk in (None, 5):
+            x = z.clone().requires_grad_(True)
+            (nucleus_entropy(x, p, boundary, chunk_size=chunk) * w).sum().backward()
+            y = z.double().requires_grad_(True)
+            (ref_entropy_autograd(y, p, inclusive) * w.double()).sum().backward()
+            torch.testing.assert_close(x.grad.double(), y.grad.to(torch.bfloat16).double(), rtol=2e-2, atol=1e-6)
+    if scale <= 2.0:  # the case this test is for occurs: tied tokens at θ partly in N
+        assert any(0 < k < n for k, n in splits), splits
+
+
+def test_tie_rows_gradient_float64_against_explicit_tie_orders() -> None:
+    # the reference's averaged gradient, checked against an explicit mean over tie orders, and ours against both
+    g = torch.Generator().manual_seed(21)
+    tie_row = torch.cat([TIE_ROW.double(), torch.full((34,), -30.0, dtype=torch.float64)])
+    rows = torch.cat([torch.randint(0, 4, (6, 40), generator=g).double(), torch.zeros(1, 40, dtype=torch.float64),
+                      tie_row.unsqueeze(0)])
+    for p in (0.3, 0.5, 0.8, 0.95):
+        for r in range(rows.shape[0]):
+            y = rows[r].clone().requires_grad_(True)
+            nucleus_row_reference(y, p, "exclusive")[0].backward()
+            t = rows[r].clone().requires_grad_(True)
+            nucleus_entropy_tie_orders(t, p).backward()
+            torch.testing.assert_close(y.grad, t.grad, rtol=0, atol=1e-14)
+            x = rows[r].clone().requires_grad_(True)
+            nucleus_entropy(x, p, "exclusive").backward()
+            torch.testing.assert_close(x.grad, t.grad, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("n_tied", [63, 64, 65, 100, 2000])
@@ -172,12 +238,21 @@ def test_tie_group_larger_than_fast_topk(n_tied: int) -> None:
 
 
 def test_uniform_rows() -> None:
-    for vocab in (1, 2, 5, 1000, 20000):
+    # exact uniform rows: every token is tied at θ = 1/V and j* = ⌈pV⌉, so the exclusive nucleus keeps
+    # ⌈pV⌉ − 1 of them (H^p = log of that; V = 51, p = 0.8: log 40, where the all-out rule gave 0)
+    for vocab in (1, 2, 3, 7, 51, 1001, 20001):
         z = torch.zeros(1, vocab)
         st = nucleus_stats(z, 0.8, "inclusive")
         assert st.nucleus_size.item() == vocab
         assert st.nucleus_entropy.item() == pytest.approx(math.log(vocab), abs=1e-5)
-        assert nucleus_stats(z, 0.8, "exclusive").nucleus_entropy.item() == 0.0
+        kept = math.ceil(0.8 * vocab) - 1
+        st = nucleus_stats(z, 0.8, "exclusive")
+        assert st.nucleus_size.item() == kept
+        assert st.nucleus_entropy.item() == pytest.approx(math.log(max(kept, 1)), abs=1e-5)
+        assert st.nucleus_entropy.item() == pytest.approx(ref_row(z[0], 0.8, False)[0], abs=1e-5)
+        x = z.clone().requires_grad_(True)
+        nucleus_entropy(x, 0.8, "exclusive").backward()
+        assert x.grad.abs().max().item() < 1e-6  # uniform: ∂H^p/∂z = -w π̃ (log π̃ + log kept) = 0
 
 
 def test_float64_input_is_computed_in_float64() -> None:
@@ -261,16 +336,8 @@ def test_chunked_equals_unchunked(chunk: int) -> None:
 
 
 def ref_entropy_autograd(z: torch.Tensor, p: float, inclusive: bool) -> torch.Tensor:
-    """H^p by autograd through the masked log-softmax (membership a constant), float64."""
-    out = []
-    for r in range(z.shape[0]):
-        member = ref_membership(z[r].detach(), p, inclusive)
-        if not member.any():
-            out.append(z[r].sum() * 0.0)
-            continue
-        logq = torch.log_softmax(z[r].double()[member], -1)
-        out.append(-(logq.exp() * logq).sum())
-    return torch.stack(out)
+    """H^p by plain float64 autograd of the reference (tie-order-averaged gradient)."""
+    return nucleus_entropy_bruteforce(z, p, "inclusive" if inclusive else "exclusive")
 
 
 @pytest.mark.parametrize("kind", ["random", "peaked", "near_uniform", "neg_inf"])
@@ -381,11 +448,12 @@ def test_infinite_logits() -> None:
         ],
         requires_grad=True,
     )
+    # +inf row: uniform over 2 tokens, j* = ⌈0.8·2⌉ = 2, exclusive keeps 1 of the 2 tied tokens
     for boundary, want_inf_row in (("exclusive", 0.0), ("inclusive", math.log(2))):
         st = nucleus_stats(z, 0.8, boundary)
         assert st.nucleus_entropy[0].item() == pytest.approx(want_inf_row)
         assert st.full_entropy[0].item() == pytest.approx(math.log(2))
-        assert st.nucleus_size[0].item() == (0 if boundary == "exclusive" else 2)
+        assert st.nucleus_size[0].item() == (1 if boundary == "exclusive" else 2)
         assert (st.nucleus_entropy[1].item(), st.nucleus_size[1].item(), st.full_entropy[1].item()) == (0.0, 0, 0.0)
         assert st.nucleus_entropy[2].item() == 0.0 and st.full_entropy[2].item() == 0.0
         assert st.nucleus_size[2].item() == (0 if boundary == "exclusive" else 1)

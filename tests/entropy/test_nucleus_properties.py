@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from siren_verl.entropy import nucleus_entropy, nucleus_stats
+from siren_verl.testing.reference import nucleus_row_reference
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -102,3 +104,52 @@ def test_all_neg_inf_but_one(vocab: int, keep: int, p: float, boundary: str) -> 
     assert h.item() == 0.0 and s.full_entropy.item() == 0.0
     assert s.nucleus_size.item() == (1 if boundary == "inclusive" else 0)
     assert x.grad.abs().sum().item() == 0.0
+
+
+def _crossing_is_clear(z: torch.Tensor, p: float, tol: float = 1e-6) -> bool:
+    """No cumulative mass c_j (float64, sorted) within tol of p: then rounding cannot move j*."""
+    pi = torch.softmax(z.double(), -1)
+    cum = pi.sort(dim=-1, descending=True).values.cumsum(-1)
+    return p >= 1.0 or not bool(((cum - p).abs() < tol).any())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    z=st.one_of(logit_rows(max_rows=3, max_vocab=48), logit_rows(coarse_logit, max_rows=3, max_vocab=48)),
+    p=top_ps,
+    boundary=boundaries,
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_permuting_the_vocabulary_permutes_nothing_but_the_gradient(
+    z: torch.Tensor, p: float, boundary: str, seed: int
+) -> None:
+    # SPEC §1: the tie weights make the result independent of the order of tied tokens (and of any order)
+    z = z.double()
+    assume(_crossing_is_clear(z, p))
+    perm = torch.randperm(z.shape[-1], generator=torch.Generator().manual_seed(seed))
+    grads, values = [], []
+    for logits in (z, z[:, perm]):
+        x = logits.clone().requires_grad_(True)
+        h = nucleus_entropy(x, p, boundary)
+        h.sum().backward()
+        s = nucleus_stats(logits, p, boundary)
+        values.append((h.detach(), s.nucleus_size, s.full_entropy))
+        grads.append(x.grad)
+    torch.testing.assert_close(values[0][0], values[1][0], rtol=1e-12, atol=1e-12)
+    assert torch.equal(values[0][1], values[1][1])
+    torch.testing.assert_close(values[0][2], values[1][2], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0][:, perm], grads[1], rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(z=logit_rows(coarse_logit, max_rows=3, max_vocab=30), p=top_ps)
+def test_exclusive_size_is_the_reference_count_and_at_most_inclusive(z: torch.Tensor, p: float) -> None:
+    # |N| = Σ w = j* − 1 (the reference keeps the first j* − 1 sorted tokens), whatever the ties
+    z = z.double()
+    assume(_crossing_is_clear(z, p))
+    exc, inc = nucleus_stats(z, p, "exclusive"), nucleus_stats(z, p, "inclusive")
+    assert (exc.nucleus_size <= inc.nucleus_size).all()
+    for r in range(z.shape[0]):
+        h, size, _ = nucleus_row_reference(z[r], p, "exclusive")
+        assert int(exc.nucleus_size[r]) == size
+        assert float(exc.nucleus_entropy[r]) == pytest.approx(float(h), abs=1e-12)

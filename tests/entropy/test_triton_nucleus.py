@@ -42,6 +42,7 @@ import torch  # noqa: E402
 pytest.importorskip("triton", reason="triton is not installed (pip install triton): the Triton kernel tests need it")
 
 from siren_verl.entropy import triton_nucleus as tn  # noqa: E402
+from siren_verl.testing.reference import nucleus_entropy_tie_orders, nucleus_row_reference  # noqa: E402
 
 SMALL = {"block": 128, "block_s": 64}  # several blocks per row at small V
 MEDIUM = {"block": 256, "block_s": 128}
@@ -85,59 +86,51 @@ def test_fresh_process_run():
 
 
 def brute_row(z: torch.Tensor, p: float, inclusive: bool) -> dict:
-    """One row, float64. Returns entropy, size, full entropy, member mask, and the crossing margin
-    (distance of p from the cumulative masses that decide θ; tiny margins are float-ambiguous)."""
+    """One row, float64, by the reference (siren_verl.testing.reference: sort, keep the first j* − 1
+    tokens). Returns entropy, size, full entropy, the support of the gradient (N, with the tokens tied
+    at θ when some of them are kept), and the crossing margin (distance of p from the sorted cumulative
+    masses; tiny margins are float-ambiguous)."""
     z = z.double()
     if torch.isnan(z).any():
         return {"special": "nan"}
     n_pinf = int((z == math.inf).sum())
     if n_pinf:
         return {"special": "pinf", "n": n_pinf}
-    finite = torch.isfinite(z)
-    if not finite.any():
+    if not torch.isfinite(z).any():
         return {"special": "dead"}
+    h, size, full = nucleus_row_reference(z, p, "inclusive" if inclusive else "exclusive")
     pi = torch.softmax(z, -1)
-    full = -(pi[pi > 0] * pi[pi > 0].log()).sum().item()
-    desc, order = torch.sort(z[finite], descending=True)
-    vals, counts = torch.unique_consecutive(desc, return_counts=True)  # distinct finite values, descending
-    ends = counts.cumsum(0) - 1
-    cum = pi[finite][order].cumsum(0)[ends]  # F(v_k) = Σ_{z >= v_k} π
+    srt = pi.sort(descending=True).values
+    cum = srt[srt > 0].cumsum(0)
     if p >= 1.0:
-        k = len(vals) - 1  # θ = smallest finite logit
-        margin = math.inf
+        j, margin = len(cum) - 1, math.inf
     else:
-        k = int((cum < p).sum())
-        k = min(k, len(vals) - 1)
-        above = cum[k - 1].item() if k > 0 else 0.0
-        margin = min(cum[k].item() - p, p - above)
-    theta = vals[k]
-    member = (z >= theta) if inclusive else (z > theta)
-    if member.any():
-        q = pi[member] / pi[member].sum()
-        h = -(q * q.log()).sum().item()
+        j = min(int((cum < p).sum()), len(cum) - 1)
+        margin = float((cum - p).abs().min())
+    theta = srt[j]
+    if inclusive:
+        member = pi >= theta
     else:
-        h = 0.0
-    return {"special": None, "entropy": h, "size": int(member.sum()), "full": full, "member": member,
-            "margin": margin}
+        member = (pi > theta) | ((pi == theta) & (j > int((pi > theta).sum())))
+    return {"special": None, "entropy": float(h), "size": size, "full": full, "member": member, "margin": margin}
 
 
-def brute_grad_row(z: torch.Tensor, member: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """dH^p/dz two ways: SPEC §1's formula, and torch autograd of the masked float64 entropy."""
+def brute_grad_row(z: torch.Tensor, p: float, inclusive: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """dH^p/dz two ways: autograd of the reference (tie-order average by symmetrising the tied logits),
+    and an independent check of it: the explicit mean over tie orders (exclusive) / SPEC §1's formula
+    -π̃ (log π̃ + H^p) on N (inclusive, no partial ties)."""
     z = z.double()
+    y = z.clone().requires_grad_(True)
+    nucleus_row_reference(y, p, "inclusive" if inclusive else "exclusive")[0].backward()
+    if not inclusive:
+        t = z.clone().requires_grad_(True)
+        nucleus_entropy_tie_orders(t, p).backward()
+        return y.grad, t.grad
+    member = brute_row(z, p, True)["member"]
     analytic = torch.zeros_like(z)
-    if member.any():
-        log_q = torch.log_softmax(z[member], -1)
-        h = -(log_q.exp() * log_q).sum()
-        analytic[member] = -log_q.exp() * (log_q + h)
-    zz = z.clone().requires_grad_(True)
-    if member.any():
-        sub = zz[member]
-        log_q = sub - torch.logsumexp(sub, -1)
-        (-(log_q.exp() * log_q).sum()).backward()
-        auto = zz.grad
-    else:
-        auto = torch.zeros_like(z)
-    return analytic, auto
+    log_q = torch.log_softmax(z[member], -1)
+    analytic[member] = -log_q.exp() * (log_q + (-(log_q.exp() * log_q).sum()))
+    return y.grad, analytic
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,14 +232,74 @@ def test_forward_many_random_rows_bf16():
 
 @needs_interpreter
 def test_ties_at_the_threshold_follow_the_boundary():
-    # π ∝ (4, 2, 2, 2, 1, 1): c = 1/3, 1/2, 2/3, 5/6, … ; p = 0.6 crosses inside the tie group of 2s.
+    # π ∝ (4, 2, 2, 2, 1, 1, 1, 1) / 14: c = 4/14, 6/14, 8/14, 10/14, …; p = 0.6 crosses at j* = 4, inside
+    # the tie group of 2s: exclusive keeps j* − 1 = 3 tokens (k = 2 of the 3 tied at θ), inclusive all 4
     z = torch.log(torch.tensor([[4.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0]]))
-    h_ex, size_ex, _, _, _ = tn._launch_forward(z, 0.6, "exclusive")
+    h_ex, size_ex, _, aux, _ = tn._launch_forward(z, 0.6, "exclusive")
     h_in, size_in, _, _, _ = tn._launch_forward(z, 0.6, "inclusive")
-    assert int(size_ex) == 1 and float(h_ex) == 0.0  # only the 4 is strictly above θ = 2
+    assert int(size_ex) == 3 and float(h_ex) == pytest.approx(1.5 * math.log(2), abs=1e-6)
+    assert float(aux.tie_weight[0]) == pytest.approx(2 / 3)
     assert int(size_in) == 4  # every token tied with θ is in
     q = torch.tensor([4.0, 2, 2, 2], dtype=torch.float64) / 10
     assert float(h_in) == pytest.approx(float(-(q * q.log()).sum()), abs=1e-6)
+
+
+def tie_rows(vocab: int, seed: int) -> torch.Tensor:
+    """Tie-heavy float32 rows: bf16-quantised logits at several scales, exact uniform rows, small integer
+    logits, a row tied at the top, the hand-worked row (4, 2, 2, 2, 1, 1) / 12 over a -30 background."""
+    g = torch.Generator().manual_seed(seed)
+    rows = [(scale * torch.randn(vocab, generator=g)).bfloat16().float() for scale in (0.5, 1.0, 2.0, 4.0, 8.0)]
+    rows.append(torch.zeros(vocab))
+    rows.append(torch.randint(0, 3, (vocab,), generator=g).float())
+    rows.append(torch.randint(-2, 2, (vocab,), generator=g).float() * 0.5)
+    top = torch.full((vocab,), -6.0)
+    top[: max(vocab // 8, 2)] = 3.0
+    rows.append(top)
+    hand = torch.full((vocab,), -30.0)
+    hand[:6] = torch.tensor([4.0, 2.0, 2.0, 2.0, 1.0, 1.0]).log()
+    rows.append(hand)
+    return torch.stack(rows)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.4, 0.6, 0.7, 0.8, 0.95, 1.0])
+def test_tie_heavy_rows_forward_and_backward(p, dtype):
+    # SPEC §1 ties: k_θ = j* − 1 − |{π > θ}| of the n_θ tokens at θ are in N, each with weight k_θ / n_θ
+    x = tie_rows(300, seed=31).to(dtype)
+    boundary = "exclusive"
+    h, size, full, aux, _ = tn._launch_forward(x, p, boundary, **MEDIUM)
+    g = torch.linspace(0.5, 1.5, x.shape[0])
+    grad = tn.nucleus_entropy_triton_backward(x, g, *aux, block=128)
+    partial = 0
+    for i in range(x.shape[0]):
+        ref = brute_row(x[i].float(), p, False)
+        if ref["margin"] < 1e-5:
+            continue
+        assert int(size[i]) == ref["size"], (i, p)
+        assert float(h[i]) == pytest.approx(ref["entropy"], abs=2e-5, rel=2e-5), (i, p)
+        want, check = brute_grad_row(x[i].float(), p, False)
+        torch.testing.assert_close(want, check, rtol=1e-9, atol=1e-12)
+        tol = {"rtol": 1e-4, "atol": 2e-6} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 1e-5}
+        torch.testing.assert_close(grad[i].double(), (g[i].double() * want).to(dtype).double(), **tol,
+                                   msg=f"row {i} (p={p})")
+        w = float(aux.tie_weight[i])
+        partial += 0.0 < w < 1.0
+    assert partial >= 1  # the case under test occurs: tied tokens at θ partly in N
+
+
+@needs_interpreter
+def test_uniform_rows_keep_ceil_pv_minus_one():
+    # exact uniform rows: θ = 1/V for everybody, j* = ⌈pV⌉, H^p = log(⌈pV⌉ − 1) (V = 51, p = 0.8: log 40)
+    for vocab in (1, 2, 3, 7, 51, 1001):
+        x = torch.zeros(2, vocab)
+        x[1] = 0.25  # any common value
+        h, size, _, aux, _ = tn._launch_forward(x, 0.8, "exclusive", **SMALL)
+        kept = math.ceil(0.8 * vocab) - 1
+        assert size.tolist() == [kept, kept]
+        torch.testing.assert_close(h, torch.full((2,), math.log(max(kept, 1))), rtol=1e-6, atol=1e-6)
+        grad = tn.nucleus_entropy_triton_backward(x, torch.ones(2), *aux, block=128)
+        assert grad.abs().max().item() < 1e-6
 
 
 @needs_interpreter
@@ -263,15 +316,18 @@ def test_special_rows():
         h, size, full, aux, _ = tn._launch_forward(x, 0.8, boundary)
         incl = boundary == "inclusive"
         assert float(full[0]) == pytest.approx(math.log(2)) and float(h[0]) == pytest.approx(math.log(2) if incl else 0.0)
-        assert int(size[0]) == (2 if incl else 0) and int(aux.row_kind[0]) == tn.ROW_ZERO_GRAD
+        # exclusive: uniform over 2 tied tokens, j* = ⌈0.8·2⌉ = 2 → 1 of them (SPEC §1 ties)
+        assert int(size[0]) == (2 if incl else 1) and int(aux.row_kind[0]) == tn.ROW_ZERO_GRAD
         assert (float(h[1]), int(size[1]), float(full[1])) == (0.0, 0, 0.0)
         assert math.isnan(float(h[2])) and math.isnan(float(full[2])) and int(size[2]) == 0
         assert int(aux.row_kind[2]) == tn.ROW_NAN
         assert float(h[3]) == 0.0 and int(size[3]) == (1 if incl else 0) and float(full[3]) == 0.0
         assert float(full[4]) == pytest.approx(math.log(4))
-        assert int(size[4]) == (4 if incl else 0)  # all four zeros tie at θ
+        assert int(size[4]) == (4 if incl else 3)  # all four zeros tie at θ; exclusive: ⌈0.8·4⌉ − 1 of them
+        assert float(h[4]) == pytest.approx(math.log(4 if incl else 3), abs=1e-6)
         g = tn.nucleus_entropy_triton_backward(x, torch.ones(5), *aux)
-        assert torch.all(g[[0, 1, 3, 4]] == 0) and torch.all(torch.isnan(g[2]))
+        assert torch.all(g[[0, 1, 3]] == 0) and torch.all(torch.isnan(g[2]))
+        assert g[4].abs().max().item() < 1e-6  # uniform over N: the gradient vanishes
 
 
 @needs_interpreter
@@ -327,7 +383,7 @@ def test_no_search_for_peaked_and_forked_rows():
         h, size, _, _, passes = tn._launch_forward(z, 0.8, boundary)
         assert passes.tolist() == [0, 0, 0]
         incl = boundary == "inclusive"
-        assert size.tolist() == ([1, 2, 2] if incl else [0, 0, 1])
+        assert size.tolist() == ([1, 2, 2] if incl else [0, 1, 1])  # exclusive, tied top-1: 1 of the 2
         for i in range(3):
             assert float(h[i]) == pytest.approx(brute_row(z[i], 0.8, incl)["entropy"], abs=1e-6)
 
@@ -351,8 +407,8 @@ def test_backward_matches_formula_and_autograd(p, boundary):
         ref = brute_row(x[i], p, boundary == "inclusive")
         if ref["margin"] < 1e-5:
             continue
-        analytic, auto = brute_grad_row(x[i], ref["member"])
-        torch.testing.assert_close(analytic, auto, rtol=1e-9, atol=1e-12)  # the formula is SPEC §1's
+        analytic, auto = brute_grad_row(x[i], p, boundary == "inclusive")
+        torch.testing.assert_close(analytic, auto, rtol=1e-9, atol=1e-12)  # two independent computations agree
         torch.testing.assert_close(grad[i].double(), g[i].double() * analytic, rtol=1e-4, atol=2e-6,
                                    msg=f"row {i} (p={p}, {boundary})")
         assert torch.all(grad[i][~ref["member"]] == 0)
@@ -369,7 +425,7 @@ def test_backward_16bit(dtype):
         ref = brute_row(x[i].float(), 0.8, True)
         if ref["margin"] < 1e-5:
             continue
-        analytic, _ = brute_grad_row(x[i].float(), ref["member"])
+        analytic, _ = brute_grad_row(x[i].float(), 0.8, True)
         torch.testing.assert_close(grad[i].double(), analytic.to(dtype).double(), rtol=2e-2, atol=1e-3)
 
 
@@ -386,7 +442,7 @@ def test_autograd_wrapper_3d_against_bruteforce():
         ref = brute_row(flat[i], 0.8, False)
         if ref["margin"] < 1e-5:
             continue
-        analytic, _ = brute_grad_row(flat[i], ref["member"])
+        analytic, _ = brute_grad_row(flat[i], 0.8, False)
         torch.testing.assert_close(gf[i].double(), wf[i].double() * analytic, rtol=1e-4, atol=2e-6)
     ent, size, full = tn.nucleus_stats_triton(x, 0.8, "exclusive")
     assert ent.shape == size.shape == full.shape == (3, 4)
