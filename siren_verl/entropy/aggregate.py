@@ -1,4 +1,4 @@
-"""Masked aggregations of per-token values (SPEC §3 "H̄") and the one linear-interpolation quantile.
+"""Masked aggregations of per-token values (docs/methods.md §3 "H̄") and the one linear-interpolation quantile.
 
 ``values`` and ``mask`` have the same shape ``[..., T]``: the last dimension holds one response's tokens,
 every leading index is one response. ``mask`` may be bool or numeric; a non-zero entry selects the token.
@@ -26,7 +26,7 @@ def _check(values: Tensor, mask: Tensor) -> None:
 
 
 def masked_seq_mean_token_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """SPEC §3: ``(1/B) Σ_i [ Σ_t M[i,t] v[i,t] / max(1, Σ_t M[i,t]) ]``.
+    """docs/methods.md §3: ``(1/B) Σ_i [ Σ_t M[i,t] v[i,t] / max(1, Σ_t M[i,t]) ]``.
 
     B is the number of responses (the product of the leading dimensions). A response with no selected
     token contributes 0 and still counts in B. Returns a 0-dim tensor.
@@ -53,7 +53,7 @@ def masked_token_mean(values: Tensor, mask: Tensor) -> Tensor:
 def linear_quantile(values: Tensor, q: float) -> Tensor:
     """``torch.quantile(values, q)`` (linear interpolation) of a non-empty 1-D tensor of any length
     (torch.quantile refuses more than 2**24 elements): two order statistics and a lerp. Used by the
-    batch top-ρ mask (SPEC §6) and the step statistics' percentiles (SPEC §8). Returns a 0-dim tensor."""
+    batch top-ρ mask (docs/methods.md §6) and the step statistics' percentiles (docs/methods.md §8). Returns a 0-dim tensor."""
     if not isinstance(values, Tensor) or values.dim() != 1 or values.numel() == 0:
         raise ValueError("values: must be a non-empty 1-D tensor")
     if not (0.0 <= q <= 1.0):

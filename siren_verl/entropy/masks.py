@@ -1,7 +1,7 @@
 """Token selection masks over per-token entropies.
 
-* :func:`peak_mask` — SPEC §2, the SIREN peak-entropy mask (per response).
-* :func:`batch_top_fraction_mask` — SPEC §6 ``forking_tokens`` ("80/20"): the highest-entropy tokens of
+* :func:`peak_mask` — docs/methods.md §2, the SIREN peak-entropy mask (per response).
+* :func:`batch_top_fraction_mask` — docs/methods.md §6 ``forking_tokens`` ("80/20"): the highest-entropy tokens of
   the whole batch.
 
 Both take ``entropy`` and ``response_mask`` of the same shape ``[..., T]``: the last dimension holds a
@@ -44,7 +44,7 @@ def _as_float(entropy: Tensor) -> Tensor:
 def peak_mask(
     entropy: Tensor, response_mask: Tensor, quantile: float = 0.8, upper_quantile: float | None = None
 ) -> Tensor:
-    """SPEC §2: ``M[i,t] = response_mask[i,t] · 1[H[i,t] > τ_i]`` with ``τ_i`` the ``quantile`` of response
+    """docs/methods.md §2: ``M[i,t] = response_mask[i,t] · 1[H[i,t] > τ_i]`` with ``τ_i`` the ``quantile`` of response
     i's valid entropies (``torch.nanquantile``, linear interpolation); strict ``>``.
 
     With ``upper_quantile`` (q_hi) tokens must also satisfy ``H[i,t] ≤ quantile_i(q_hi)``.
@@ -75,7 +75,7 @@ def peak_mask(
 
 @torch.no_grad()
 def batch_top_fraction_mask(entropy: Tensor, response_mask: Tensor, fraction: float = 0.2) -> Tensor:
-    """The "80/20" forking-token selection (SPEC §6 ``forking_tokens``): the highest-entropy ``fraction``
+    """The "80/20" forking-token selection (docs/methods.md §6 ``forking_tokens``): the highest-entropy ``fraction``
     of the valid tokens of the whole batch.
 
     Rule (ties and rounding): with ``τ`` the ``1 - fraction`` quantile (linear interpolation, as

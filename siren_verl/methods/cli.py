@@ -1,4 +1,4 @@
-"""`siren-verl methods`: the entropy-control presets, their parts and defaults (SPEC §6).
+"""`siren-verl methods`: the entropy-control presets, their parts and defaults (docs/methods.md §6).
 
 Pure python (no torch, no verl): answers instantly.
 """

@@ -1,4 +1,4 @@
-"""The `entropy_control` config group: schema, validation and preset resolution (SPEC §6, §10).
+"""The `entropy_control` config group: schema, validation and preset resolution (docs/methods.md §6, §10).
 
 Validated on the driver at start-up, before Ray starts: an unknown method, an unknown key, a value
 out of range or an invalid combination of parts raises `ConfigError` (a `ValueError`) naming the
@@ -65,7 +65,7 @@ def _check_keys(key: str, given: Mapping, allowed: set[str]) -> None:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AERConfig:
-    """SPEC §4 (inferred). Each component switchable on its own."""
+    """docs/methods.md §4 (inferred). Each component switchable on its own."""
 
     anchored_target: bool = True  # H* = rho_target * H_0 (else the fixed `target`)
     rho_target: float = 0.5
@@ -98,7 +98,7 @@ class AERConfig:
 
 @dataclass(frozen=True)
 class PARConfig:
-    """SPEC §5: λ schedules."""
+    """docs/methods.md §5: λ schedules."""
 
     schedule: str = "entropy_guided"
     lambda0: float = 0.0  # entropy_guided: λ_0
@@ -121,7 +121,7 @@ class PARConfig:
 
 @dataclass(frozen=True)
 class AdaptiveTargetConfig:
-    """SPEC §6 adaptive_target: c_{k+1} = max(0, c_k + Δ·sign(H* − H_k)), applied while H_k ≤ H*."""
+    """docs/methods.md §6 adaptive_target: c_{k+1} = max(0, c_k + Δ·sign(H* − H_k)), applied while H_k ≤ H*."""
 
     c0: float = 0.0
     delta: float = 0.005
@@ -148,7 +148,7 @@ class AdaptiveTargetConfig:
 
 @dataclass(frozen=True)
 class EntropyAdvConfig:
-    """SPEC §6 entropy_adv: A ← A + min(alpha·H, |A|/kappa)."""
+    """docs/methods.md §6 entropy_adv: A ← A + min(alpha·H, |A|/kappa)."""
 
     alpha: float = 0.4
     kappa: float = 2.0
@@ -165,7 +165,7 @@ class EntropyAdvConfig:
 
 @dataclass(frozen=True)
 class ForkingTokensConfig:
-    """SPEC §6 forking_tokens / token_selection=batch_top: the top-rho fraction of the batch."""
+    """docs/methods.md §6 forking_tokens / token_selection=batch_top: the top-rho fraction of the batch."""
 
     rho: float = 0.2
 
@@ -214,7 +214,7 @@ class EntropyControlConfig:
     """`entropy_control` as written by the user (parts / coef / agg_mode None = the preset's)."""
 
     method: str = "none"
-    # parts (SPEC §6); None = the preset's value (see siren_verl.methods.presets)
+    # parts (docs/methods.md §6); None = the preset's value (see siren_verl.methods.presets)
     entropy_measure: str | None = None
     selection_measure: str | None = None
     token_selection: str | None = None
@@ -226,15 +226,15 @@ class EntropyControlConfig:
     policy_loss: str | None = None
     # numbers
     coef: float | None = None  # β / c; None = the preset's default
-    top_p: float = 0.8  # SPEC §1
-    boundary: str = "exclusive"  # SPEC §1
-    peak_quantile: float = 0.8  # SPEC §2 q
-    peak_upper_quantile: float | None = None  # SPEC §2 q_hi
-    anchor: float | None = None  # SPEC §3 H_0 fixed (None: measured at the first step)
+    top_p: float = 0.8  # docs/methods.md §1
+    boundary: str = "exclusive"  # docs/methods.md §1
+    peak_quantile: float = 0.8  # docs/methods.md §2 q
+    peak_upper_quantile: float | None = None  # docs/methods.md §2 q_hi
+    anchor: float | None = None  # docs/methods.md §3 H_0 fixed (None: measured at the first step)
     agg_mode: str | None = None  # aggregation of the regularised entropy; None = the preset's
     chunk_size: int | None = None  # tokens per chunk of the nucleus-entropy kernel
     correct_threshold: float = 0.5  # a response is "correct" when its reward >= this (§4.3, §8)
-    # SPEC §3 ablations (shortcuts over the parts)
+    # docs/methods.md §3 ablations (shortcuts over the parts)
     without_top_p: bool = False
     without_peak_mask: bool = False
     without_anchor: bool = False
@@ -367,7 +367,7 @@ _ABLATION_RULES = {
 
 
 def resolve(cfg: EntropyControlConfig, key: str = ROOT) -> MethodSpec:
-    """Preset parts, then the SPEC §3 ablation switches, then explicit part overrides; then the
+    """Preset parts, then the docs/methods.md §3 ablation switches, then explicit part overrides; then the
     combination checks. Raises ConfigError naming the keys involved."""
     preset = PRESETS[cfg.method]
     parts = dict(preset.parts)

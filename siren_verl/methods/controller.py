@@ -1,6 +1,6 @@
 """Driver-side controller: once per training step, on the WHOLE global batch after the
 old-log-prob pass and the advantages, decide the step's values for the workers and the step's
-metrics (SPEC §7, §8). Workers hold no state; everything stateful lives here and is checkpointed
+metrics (docs/methods.md §7, §8). Workers hold no state; everything stateful lives here and is checkpointed
 (`state_dict()` / `load_state_dict()`, plain JSON types, restored bit-identically).
 
 Pure python/torch: no verl import. `siren_verl.verl_glue.trainer` fetches the batch fields from
@@ -8,12 +8,12 @@ verl, calls `observe`, and sends the values to the workers with the batch.
 
 What a step produces (`StepValues`):
 * `scalars`    -> non-tensor metadata of the update pass: `coef` (β, α_k, effective c_k), `anchor` H_0.
-* `sample_coef`-> per-response coefficient α_{q(i)} (AER difficulty allocation, SPEC §4.3).
-* `token_mask` -> the batch-top-ρ tokens of the regulariser (token_selection=batch_top, SPEC §6).
+* `sample_coef`-> per-response coefficient α_{q(i)} (AER difficulty allocation, docs/methods.md §4.3).
+* `token_mask` -> the batch-top-ρ tokens of the regulariser (token_selection=batch_top, docs/methods.md §6).
 * `token_weights` -> per-token factor of the PG surrogate, sent through verl's `rollout_is_weights`
-  channel: PAR weights (SPEC §5) and/or the forking-token selection (SPEC §6).
-* `advantages` -> shaped advantages (entropy_adv, SPEC §6).
-* `metrics`    -> SPEC §8 step metrics (omitted when a method lacks the quantity).
+  channel: PAR weights (docs/methods.md §5) and/or the forking-token selection (docs/methods.md §6).
+* `advantages` -> shaped advantages (entropy_adv, docs/methods.md §6).
+* `metrics`    -> docs/methods.md §8 step metrics (omitted when a method lacks the quantity).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class EntropyController:
 
     # -----------------------------------------------------------------------------------------
     def observe(self, inputs: StepInputs) -> StepValues:
-        """Decide this step's values (SPEC §3-§6) and compute its metrics (SPEC §8)."""
+        """Decide this step's values (docs/methods.md §3-§6) and compute its metrics (docs/methods.md §8)."""
         parts = self.spec.parts
         mask = inputs.response_mask.to(torch.bool)
         if mask.shape[0] == 0 or not bool(valid_rows(mask).any()):
@@ -130,7 +130,7 @@ class EntropyController:
         values = StepValues(scalars={})
         correct = self._correct(inputs)
 
-        # 1. advantage shaping first: PAR's weights depend on the final advantages' signs (SPEC §5, §6)
+        # 1. advantage shaping first: PAR's weights depend on the final advantages' signs (docs/methods.md §5, §6)
         advantages = inputs.advantages
         if parts["advantage_shaping"] == "entropy_adv":
             from siren_verl.methods.parts import entropy_advantage_shaping
@@ -177,7 +177,7 @@ class EntropyController:
             if self.target is not None:
                 values.metrics["entropy/target"] = self.target
 
-        # 4. token weights on the PG surrogate: PAR (SPEC §5), forking tokens (SPEC §6)
+        # 4. token weights on the PG surrogate: PAR (docs/methods.md §5), forking tokens (docs/methods.md §6)
         weights = None
         if self.lambda_schedule is not None:
             from siren_verl.methods.parts import positive_advantage_weights
@@ -204,23 +204,23 @@ class EntropyController:
         return values
 
     def _measure_anchor(self, inputs: StepInputs, token_mask: Tensor | None) -> float:
-        """H_0 at the first step, on the whole global batch, without gradient (SPEC §3, §4.1, §6)."""
+        """H_0 at the first step, on the whole global batch, without gradient (docs/methods.md §3, §4.1, §6)."""
         parts = self.spec.parts
         mask = inputs.response_mask.to(torch.bool)
         reg_entropy = self._entropy(inputs, parts["entropy_measure"])
         if self.regularizer.uses_anchor:
-            # the regulariser's own anchor: the same p, q and aggregation as the loss (SPEC §3)
+            # the regulariser's own anchor: the same p, q and aggregation as the loss (docs/methods.md §3)
             sel = select_tokens(self.reg_spec, self._entropy(inputs, parts["selection_measure"]), mask, token_mask)
             return float(local_aggregate(reg_entropy.detach().to(torch.float64), sel, mask, self.reg_spec.agg_mode))
-        # a schedule's initial-anchored target: the token-mean entropy of the first rollout batch (SPEC §4.1)
+        # a schedule's initial-anchored target: the token-mean entropy of the first rollout batch (docs/methods.md §4.1)
         return float(token_mean(reg_entropy, mask))
 
     def _coefficient(self, inputs: StepInputs, h_k: float, correct: Tensor | None, values: StepValues) -> float:
-        """The step's coefficient from the coefficient schedule's table entry (SPEC §3, §4.1-§4.2, §6);
-        AER's difficulty-aware allocation per response (SPEC §4.3)."""
+        """The step's coefficient from the coefficient schedule's table entry (docs/methods.md §3, §4.1-§4.2, §6);
+        AER's difficulty-aware allocation per response (docs/methods.md §4.3)."""
         self.target = self.coef_kind.target(self.cfg, self.anchor)
         coef = self.coef_kind.coefficient(self.coef_schedule, self.cfg, self.spec.coef, h_k, self.target)
-        if self.spec.parts["coef_schedule"] == "aer" and self.cfg.aer.difficulty != "none":  # SPEC §4.3
+        if self.spec.parts["coef_schedule"] == "aer" and self.cfg.aer.difficulty != "none":  # docs/methods.md §4.3
             from siren_verl.methods.parts import per_sample_coefficients
 
             aer = self.cfg.aer

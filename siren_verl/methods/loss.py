@@ -1,4 +1,4 @@
-"""The entropy-regulariser term added to verl's PPO loss, per micro-batch (SPEC §3, §4, §6).
+"""The entropy-regulariser term added to verl's PPO loss, per micro-batch (docs/methods.md §3, §4, §6).
 
 Pure torch, no verl import: `siren_verl.verl_glue.loss` feeds it padded [B, T] tensors taken from
 the engine's `model_output` and the micro-batch, and adds the result to verl's own `ppo_loss`.
@@ -12,7 +12,7 @@ gradient is the gradient of the mini-batch objective.
 
 * Linear terms with a global normaliser (`agg_mode=pg`, `seq-mean-token-sum[-norm]`) use verl's own
   `agg_loss` with the same global batch info, exactly like verl's entropy bonus (`global_agg`).
-* The anchored square `β·(H̄_m − H_0)²` is nonlinear in the micro-batch mean H̄_m (SPEC §3: "computed
+* The anchored square `β·(H̄_m − H_0)²` is nonlinear in the micro-batch mean H̄_m (docs/methods.md §3: "computed
   per micro-batch in the loss"). The SIREN reference (verl 0.4 dp_actor) scales each micro-batch
   loss by B_m / mini_batch_size_per_rank before accumulating, so the accumulated gradient is that of
   `β · mean over micro-batches of (H̄_m − H_0)²` (a B_m-weighted mean when micro-batches differ in
@@ -56,7 +56,7 @@ class RegularizerSpec:
 
 def valid_rows(response_mask: Tensor) -> Tensor:
     """Responses with at least one response token. verl's synthetic padding samples (added to make
-    the batch divisible by the DP size) have none and do not count in B (SPEC §3's B counts real
+    the batch divisible by the DP size) have none and do not count in B (docs/methods.md §3's B counts real
     responses, including those whose selection is empty)."""
     return response_mask.to(torch.bool).any(dim=-1)
 
@@ -71,7 +71,7 @@ def select_tokens(
     if spec.token_selection == "peak":
         from siren_verl.entropy import peak_mask
 
-        # SPEC §2: per-response quantile of the (detached) selection entropy, strict `>`
+        # docs/methods.md §2: per-response quantile of the (detached) selection entropy, strict `>`
         return peak_mask(
             selection_entropy.detach(),
             mask,
@@ -89,7 +89,7 @@ def select_tokens(
 
 
 def local_aggregate(values: Tensor, mask: Tensor, response_mask: Tensor, mode: str) -> Tensor:
-    """H̄ of one micro-batch over the selected tokens `mask` (SPEC §3), differentiable.
+    """H̄ of one micro-batch over the selected tokens `mask` (docs/methods.md §3), differentiable.
 
     seq-mean-token-mean: (1/B) Σ_i Σ_t M[i,t] v[i,t] / max(1, Σ_t M[i,t]) over the B real responses
     (a response with no selected token contributes 0 and still counts); token-mean: Σ M v / max(1, Σ M).
@@ -132,7 +132,7 @@ def regularizer_term(
     token_mask: Tensor | None = None,
     global_agg: GlobalAgg | None = None,
 ) -> TermResult:
-    """The regulariser term of one micro-batch (SPEC §3 / §4 / §6), to add to verl's PPO loss.
+    """The regulariser term of one micro-batch (docs/methods.md §3 / §4 / §6), to add to verl's PPO loss.
 
     Args:
         reg_entropy: [B, T] entropy being regularised, WITH grad (nucleus H^p or full H).
@@ -163,10 +163,10 @@ def regularizer_term(
     if spec.global_agg:
         if global_agg is None:
             raise ValueError(f"agg_mode={spec.agg_mode!r}: a global aggregation needs verl's agg_loss (global_agg)")
-        # SPEC §4/§6: −agg(α·H) with the PG loss's own normaliser (verl's agg_loss, global batch info)
+        # docs/methods.md §4/§6: −agg(α·H) with the PG loss's own normaliser (verl's agg_loss, global batch info)
         term = form.term(reg_entropy, mask, global_agg, coef=step_coef, anchor=anchor)
     else:
-        # H̄ of this micro-batch, the term weighted by w_m (module docstring; SPEC §3 micro-batch semantics)
+        # H̄ of this micro-batch, the term weighted by w_m (module docstring; docs/methods.md §3 micro-batch semantics)
         def agg(values: Tensor, selected: Tensor) -> Tensor:
             return local_aggregate(values, selected, resp, spec.agg_mode)
 

@@ -1,12 +1,12 @@
-"""Every named method is a preset over orthogonal parts (SPEC §6, last paragraph).
+"""Every named method is a preset over orthogonal parts (docs/methods.md §6, last paragraph).
 
 A part left `null` in `entropy_control` takes the preset's value; any part can be overridden from
 the command line (`entropy_control.token_selection=all`). The parts:
 
 | part                 | values                                   | meaning                                                |
 |----------------------|------------------------------------------|--------------------------------------------------------|
-| `entropy_measure`    | full, nucleus                            | the entropy the regulariser acts on (SPEC §1)          |
-| `selection_measure`  | full, nucleus                            | the entropy the token selection ranks (SPEC §2)        |
+| `entropy_measure`    | full, nucleus                            | the entropy the regulariser acts on (docs/methods.md §1)          |
+| `selection_measure`  | full, nucleus                            | the entropy the token selection ranks (docs/methods.md §2)        |
 | `token_selection`    | all, peak, batch_top                     | the regulariser's tokens: every response token, the   |
 |                      |                                          | per-response peak quantile (§2), the batch top-ρ (§6)  |
 | `regularizer`        | none, bonus, anchored_square,            | `-c·H̄`, `c·(H̄-H_0)²` (§3), Skywork-OR1 gated bonus    |
@@ -52,7 +52,7 @@ PARTS: dict[str, tuple[str, ...]] = {
 
 # verl agg_loss modes, plus "pg" = the actor's own `loss_agg_mode`
 AGG_MODES = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm", "pg")
-# the anchored square is nonlinear: its H̄ is aggregated inside each micro-batch (SPEC §3), where only
+# the anchored square is nonlinear: its H̄ is aggregated inside each micro-batch (docs/methods.md §3), where only
 # these two means are defined without verl's global batch information
 LOCAL_AGG_MODES = ("seq-mean-token-mean", "token-mean")
 
@@ -91,12 +91,12 @@ def _parts(**overrides: str) -> dict[str, str]:
 PRESETS: dict[str, Preset] = {
     "none": Preset(
         description="plain GRPO / Dr.GRPO: verl's own loss; entropy statistics are still logged",
-        source="SPEC §6 none",
+        source="docs/methods.md §6 none",
         parts=_parts(),
     ),
     "siren": Preset(
         description="SIREN: β·(H̄ − H_0)² over the per-response peak-entropy tokens of the nucleus entropy",
-        source="SPEC §1-§3",
+        source="docs/methods.md §1-§3",
         parts=_parts(
             entropy_measure="nucleus",
             selection_measure="nucleus",
@@ -109,46 +109,46 @@ PRESETS: dict[str, Preset] = {
     ),
     "naive": Preset(
         description="entropy bonus −β·agg(H) over all tokens with the PG agg mode",
-        source="SPEC §6 naive",
+        source="docs/methods.md §6 naive",
         parts=_parts(regularizer="bonus"),
         coef=0.001,
-        notes=("coef default 0.001 (inferred: verl's example entropy_coeff; SPEC gives none)",),
+        notes=("coef default 0.001 (inferred: verl's example entropy_coeff; the sources give none)",),
     ),
     "aer": Preset(
         description="AER: bonus with a dynamic global coefficient towards ρ·H_0 and difficulty-aware allocation",
-        source="SPEC §4 (inferred)",
+        source="docs/methods.md §4 (inferred)",
         parts=_parts(regularizer="bonus", coef_schedule="aer"),
         notes=("switches: aer.anchored_target, aer.dynamic_coef, aer.difficulty",),
     ),
     "par": Preset(
         description="Positive-Advantage Reweighting: λ on positive-advantage token losses, entropy-guided λ",
-        source="SPEC §5",
+        source="docs/methods.md §5",
         parts=_parts(token_weighting="par"),
         notes=("par.schedule: entropy_guided | stage | epoch | constant",),
     ),
     "adaptive_target": Preset(
         description="Skywork-OR1 adaptive entropy target: bonus c_k·H applied while H_k ≤ H*",
-        source="SPEC §6 adaptive_target",
+        source="docs/methods.md §6 adaptive_target",
         parts=_parts(regularizer="adaptive_target", coef_schedule="adaptive"),
     ),
     "entropy_adv": Preset(
         description="entropy-based advantage shaping A ← A + min(a·H, |A|/κ)",
-        source="SPEC §6 entropy_adv",
+        source="docs/methods.md §6 entropy_adv",
         parts=_parts(advantage_shaping="entropy_adv"),
     ),
     "forking_tokens": Preset(
         description="80/20 rule: PG loss only on the batch's top-ρ highest full-entropy tokens",
-        source="SPEC §6 forking_tokens",
+        source="docs/methods.md §6 forking_tokens",
         parts=_parts(pg_token_selection="batch_top"),
     ),
     "clip_cov": Preset(
         description="verl's own clip_cov policy loss, passed through unchanged",
-        source="SPEC §6 clip_cov",
+        source="docs/methods.md §6 clip_cov",
         parts=_parts(policy_loss="clip_cov"),
     ),
     "kl_cov": Preset(
         description="verl's own kl_cov policy loss, passed through unchanged",
-        source="SPEC §6 kl_cov",
+        source="docs/methods.md §6 kl_cov",
         parts=_parts(policy_loss="kl_cov"),
     ),
 }

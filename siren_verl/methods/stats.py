@@ -1,4 +1,4 @@
-"""Step statistics of SPEC §8, computed on the driver over the whole global batch after the
+"""Step statistics of docs/methods.md §8, computed on the driver over the whole global batch after the
 old-log-prob pass. Pure torch, no verl import.
 
 A statistic whose token set is empty (no positive-advantage token, no correct response, no nucleus
@@ -47,7 +47,7 @@ def step_statistics(
     advantages: Tensor | None = None,
     correct: Tensor | None = None,
 ) -> dict[str, float]:
-    """SPEC §8 entropy statistics of one step (token means over valid response tokens).
+    """docs/methods.md §8 entropy statistics of one step (token means over valid response tokens).
 
     Args:
         full_entropy, nucleus_entropy, nucleus_size, advantages: [B, T] per-token tensors.

@@ -1,4 +1,4 @@
-"""Masked aggregations (SPEC §3 H̄)."""
+"""Masked aggregations (docs/methods.md §3 H̄)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""peak_mask (SPEC §2) and batch_top_fraction_mask (SPEC §6 forking_tokens)."""
+"""peak_mask (docs/methods.md §2) and batch_top_fraction_mask (docs/methods.md §6 forking_tokens)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The parts checked against verl 0.9.1's own loss code (`agg_loss`, `compute_policy_loss_vanilla`):
-the AER per-token coefficient bonus aggregated with the PG loss's agg mode (SPEC §4), and PAR weights
-through verl's `rollout_is_weights` channel (SPEC §5). Glue tier: needs verl installed."""
+the AER per-token coefficient bonus aggregated with the PG loss's agg mode (docs/methods.md §4), and PAR weights
+through verl's `rollout_is_weights` channel (docs/methods.md §5). Glue tier: needs verl installed."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def hand_batch():
 
 
 def independent_agg(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str) -> float:
-    """SPEC §0 agg modes written out with python loops (float64); normalisers from the mask only."""
+    """docs/methods.md §0 agg modes written out with python loops (float64); normalisers from the mask only."""
     rows = []
     total_tokens = 0
     for i in range(loss_mat.shape[0]):
@@ -110,7 +110,7 @@ def independent_clipped_surrogate(old_lp, lp, adv, low=0.2, high=0.28, c=3.0):
 
 @pytest.mark.parametrize("mode", AGG_MODES)
 def test_par_through_verl_vanilla_policy_loss(mode):
-    """PAR weights passed as rollout_is_weights scale verl's per-token clipped surrogate (SPEC §5)."""
+    """PAR weights passed as rollout_is_weights scale verl's per-token clipped surrogate (docs/methods.md §5)."""
     from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
 
     advantages, mask = hand_batch()
@@ -139,7 +139,7 @@ def test_par_through_verl_vanilla_policy_loss(mode):
 
 
 def spec_group_form(entropy, mask, uids, coef_by_uid):
-    """SPEC §4 literal: -sum_q alpha_q * (token-mean of H over group q's tokens) / #groups."""
+    """docs/methods.md §4 literal: -sum_q alpha_q * (token-mean of H over group q's tokens) / #groups."""
     groups = list(dict.fromkeys(uids))
     total = 0.0
     for q in groups:
@@ -188,7 +188,7 @@ def test_equals_spec_group_form_seq_mean_token_mean_equal_lengths_within_groups(
     per_sample, by_uid = coefs()
     term = per_token_coefficient_bonus(entropy, per_sample, mask, verl_agg("seq-mean-token-mean"))
     assert term.item() == pytest.approx(spec_group_form(entropy, mask, UIDS, by_uid), rel=1e-7)
-    # ... while token-mean weights the groups by token count and departs from the SPEC group form
+    # ... while token-mean weights the groups by token count and departs from the group form of docs/methods.md §4
     token_mean = per_token_coefficient_bonus(entropy, per_sample, mask, verl_agg("token-mean"))
     assert token_mean.item() != pytest.approx(spec_group_form(entropy, mask, UIDS, by_uid), rel=1e-3)
 

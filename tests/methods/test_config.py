@@ -1,4 +1,4 @@
-"""entropy_control validation (SPEC §10): every bad value fails with a message naming the full key
+"""entropy_control validation (docs/methods.md §10): every bad value fails with a message naming the full key
 and the allowed range; presets resolve to their parts; ablations and invalid part combinations."""
 
 import os

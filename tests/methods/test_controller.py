@@ -1,4 +1,4 @@
-"""The driver-side controller (SPEC §3-§8) against hand computations, and its state round trip."""
+"""The driver-side controller (docs/methods.md §3-§8) against hand computations, and its state round trip."""
 
 import json
 
@@ -45,7 +45,7 @@ def test_siren_anchor_is_measured_once_on_the_whole_batch():
     assert v1.metrics["entropy/coef"] == 0.005
     assert "entropy/target" not in v1.metrics  # SIREN has no target: omitted, not 0
     v2 = c.observe(_inputs(seed=2, step=1, shift=1.0))
-    assert v2.scalars["anchor"] == v1.scalars["anchor"]  # never updated afterwards (SPEC §3)
+    assert v2.scalars["anchor"] == v1.scalars["anchor"]  # never updated afterwards (docs/methods.md §3)
 
 
 def test_fixed_anchor_from_config():
@@ -121,7 +121,7 @@ def test_aer_schedule_target_and_difficulty_allocation():
         acc = {u: float(correct[[i for i, w in enumerate(x.uids) if w == u]].mean()) for u in set(x.uids)}
         expected = torch.tensor([alpha * (1 - acc[u]) for u in x.uids], dtype=torch.float32)
         torch.testing.assert_close(v.sample_coef, expected)
-        alpha = min(max(alpha + 0.5 * (target - h_k), 0.0), 0.05)  # SPEC §4.2
+        alpha = min(max(alpha + 0.5 * (target - h_k), 0.0), 0.05)  # docs/methods.md §4.2
 
 
 def test_adaptive_target_gates_and_moves_the_coefficient():

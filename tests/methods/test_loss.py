@@ -1,6 +1,6 @@
 """The per-micro-batch regulariser term (siren_verl.methods.loss) against float64 references, and
 the accumulation law: Σ_m w_m · term_m over micro-batches (w_m = B_m·D/G) is the gradient-exact
-mean over micro-batches of the reference's per-micro-batch term (SPEC §3, verl 0.4 dp_actor)."""
+mean over micro-batches of the reference's per-micro-batch term (docs/methods.md §3, verl 0.4 dp_actor)."""
 
 import math
 

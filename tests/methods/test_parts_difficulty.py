@@ -1,4 +1,4 @@
-"""Group accuracy and difficulty-aware allocation (SPEC §4.3)."""
+"""Group accuracy and difficulty-aware allocation (docs/methods.md §4.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Loss-side regulariser forms (SPEC §3 anchored square, §6 bonus) and the regulariser table. Pure:
+"""Loss-side regulariser forms (docs/methods.md §3 anchored square, §6 bonus) and the regulariser table. Pure:
 the AER per-token form against verl's own agg_loss is in tests/glue/test_parts_against_verl.py."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Driver-side schedules (SPEC §4.1, §4.2, §5, §6 adaptive_target) against plain-loop recurrences."""
+"""Driver-side schedules (docs/methods.md §4.1, §4.2, §5, §6 adaptive_target) against plain-loop recurrences."""
 
 from __future__ import annotations
 

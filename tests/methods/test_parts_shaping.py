@@ -1,4 +1,4 @@
-"""Entropy-based advantage shaping (SPEC §6 `entropy_adv`)."""
+"""Entropy-based advantage shaping (docs/methods.md §6 `entropy_adv`)."""
 
 from __future__ import annotations
 

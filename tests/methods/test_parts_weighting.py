@@ -1,4 +1,4 @@
-"""PAR token weights (SPEC §5). Pure: how verl 0.9.1 consumes them through `rollout_is_weights` is
+"""PAR token weights (docs/methods.md §5). Pure: how verl 0.9.1 consumes them through `rollout_is_weights` is
 checked in tests/glue/test_parts_against_verl.py."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The pure maths every non-SIREN method (and SIREN's regulariser) is built from: SPEC §3-§6.
+"""The pure maths every non-SIREN method (and SIREN's regulariser) is built from: docs/methods.md §3-§6.
 
 No verl import here or below: the controller (driver) and the loss replacement (workers) plug these
 small functions and schedules together. The names below are loaded on first use (PEP 562), so the

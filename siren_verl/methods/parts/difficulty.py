@@ -1,6 +1,6 @@
-"""Group accuracy and difficulty-aware coefficient allocation (SPEC §4.3). Pure torch, no verl import.
+"""Group accuracy and difficulty-aware coefficient allocation (docs/methods.md §4.3). Pure torch, no verl import.
 
-Computed on the driver over the WHOLE global batch (SPEC §7): micro-batches may split a prompt's
+Computed on the driver over the WHOLE global batch (docs/methods.md §7): micro-batches may split a prompt's
 group, so each sample carries its own coefficient alpha_{q(i)} as a batch field and the loss never
 needs to see the rest of its group. Slicing the result of ``per_sample_coefficients`` is therefore
 exactly what every micro-batch receives.
@@ -43,10 +43,10 @@ def group_accuracy(uids: Sequence[Hashable] | np.ndarray, correct) -> torch.Tens
 
 
 def difficulty_weights(acc: torch.Tensor, mode: str = "linear", rho_hard: float = 0.5) -> torch.Tensor:
-    """SPEC §4.3 w(acc): ``linear`` w = 1 - acc; ``threshold`` w = 1[acc <= rho_hard].
+    """docs/methods.md §4.3 w(acc): ``linear`` w = 1 - acc; ``threshold`` w = 1[acc <= rho_hard].
 
     ``acc`` in [0, 1]; ``rho_hard`` in [0, 1) (only used by ``threshold``; 1 is excluded so that a
-    group with acc = 1 always gets weight 0, as SPEC §4.3 requires). Returns the dtype of ``acc``
+    group with acc = 1 always gets weight 0, as docs/methods.md §4.3 requires). Returns the dtype of ``acc``
     (float64 for an integer/bool input).
     """
     mode = check_choice("mode", mode, DIFFICULTY_MODES)
@@ -69,7 +69,7 @@ def per_sample_coefficients(
     rho_hard: float = 0.5,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """SPEC §4.3: alpha_{q(i)} = alpha_k * w(acc_{q(i)}) for every sample i, as a [B] tensor.
+    """docs/methods.md §4.3: alpha_{q(i)} = alpha_k * w(acc_{q(i)}) for every sample i, as a [B] tensor.
 
     ``alpha_k`` in [0, inf) (the step's global AER coefficient). Computed in float64, returned in
     ``dtype``. Groups with acc = 1 get 0.

@@ -1,4 +1,4 @@
-"""Loss-side entropy regulariser forms (SPEC §3, §4, §6) and the table of regularisers. No verl import.
+"""Loss-side entropy regulariser forms (docs/methods.md §3, §4, §6) and the table of regularisers. No verl import.
 
 Each form returns the term ADDED to the policy-gradient loss (which is minimised), so a bonus that
 rewards entropy is negative: L = L_PG + term.
@@ -38,10 +38,10 @@ AggFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
 def anchored_square(h_bar: torch.Tensor, anchor: float | torch.Tensor, coef: float) -> torch.Tensor:
-    """SPEC §3 (SIREN): coef * (h_bar - anchor)^2, two-sided around the anchor H_0.
+    """docs/methods.md §3 (SIREN): coef * (h_bar - anchor)^2, two-sided around the anchor H_0.
 
     ``h_bar``: the aggregated (selected, nucleus) entropy of the micro-batch, a scalar tensor with
-    grad; ``anchor``: H_0, a python float or a tensor without grad (a constant, SPEC §3);
+    grad; ``anchor``: H_0, a python float or a tensor without grad (a constant, docs/methods.md §3);
     ``coef`` = beta in [0, inf).
     """
     import torch
@@ -57,7 +57,7 @@ def anchored_square(h_bar: torch.Tensor, anchor: float | torch.Tensor, coef: flo
 
 
 def bonus(h_agg: torch.Tensor, coef: float) -> torch.Tensor:
-    """SPEC §6 `naive` and the SIREN `without anchor` ablation (SPEC §3): -coef * h_agg.
+    """docs/methods.md §6 `naive` and the SIREN `without anchor` ablation (docs/methods.md §3): -coef * h_agg.
 
     ``h_agg``: aggregated entropy (scalar tensor with grad); ``coef`` in [0, inf).
     """
@@ -72,7 +72,7 @@ def per_token_coefficient_bonus(
     response_mask: torch.Tensor,
     agg_fn: AggFn,
 ) -> torch.Tensor:
-    """SPEC §4 (AER) loss term: -agg(alpha[i,t] * H[i,t]) with alpha[i,t] = alpha_{q(i)}.
+    """docs/methods.md §4 (AER) loss term: -agg(alpha[i,t] * H[i,t]) with alpha[i,t] = alpha_{q(i)}.
 
     ``entropy``: per-token entropy [B, T] (with grad); ``coef_per_sample``: [B] (one coefficient per
     response, from ``difficulty.per_sample_coefficients``, all >= 0) or [B, T]; ``response_mask``:
@@ -80,7 +80,7 @@ def per_token_coefficient_bonus(
     ``functools.partial(verl.trainer.ppo.core_algos.agg_loss, loss_agg_mode=mode, **global_batch_info)``
     so micro-batch terms add up to the global-batch term exactly as the PG loss does.
 
-    Relation to SPEC §4's literal form ``-sum_q alpha_q * (token-mean of H over group q) / #groups``:
+    Relation to docs/methods.md §4's literal form ``-sum_q alpha_q * (token-mean of H over group q) / #groups``:
     equal when
       * ``token-mean`` and every group holds the same number of valid tokens (e.g. equal group sizes
         and equal-length responses), or
@@ -90,7 +90,7 @@ def per_token_coefficient_bonus(
     more), ``seq-mean-token-mean`` averages per-response means (short responses count more than
     their tokens), ``seq-mean-token-sum`` sums over tokens per response (scale grows with length),
     ``seq-mean-token-sum-norm`` divides that by the horizon (loss_scale_factor), and responses without
-    tokens drop out of verl's seq-mean denominators. SPEC §4 asks for the per-token form aggregated
+    tokens drop out of verl's seq-mean denominators. docs/methods.md §4 asks for the per-token form aggregated
     with the PG agg mode, which is this function.
     """
     import torch
@@ -162,7 +162,7 @@ def register_regularizer(
 
 
 def _bonus_term(entropy, selected, agg: AggFn, *, coef, anchor):
-    """SPEC §6 naive / §3 without-anchor / §4 AER / §6 adaptive target: −agg(c·H).
+    """docs/methods.md §6 naive / §3 without-anchor / §4 AER / §6 adaptive target: −agg(c·H).
 
     A scalar c: `bonus(agg(H), c)` (= −agg(c·H), agg being linear); per-response c (AER's α_{q(i)}):
     `per_token_coefficient_bonus`."""
@@ -178,13 +178,13 @@ register_regularizer("bonus", uses_anchor=False, per_micro_batch=False, coef_sch
 
 @register_regularizer("anchored_square", uses_anchor=True, per_micro_batch=True, coef_schedules=("constant",))
 def anchored_square_term(entropy, selected, agg: AggFn, *, coef, anchor):
-    """SPEC §3 (SIREN): β·(H̄ − H_0)², H̄ = agg(H, M) of the micro-batch."""
+    """docs/methods.md §3 (SIREN): β·(H̄ − H_0)², H̄ = agg(H, M) of the micro-batch."""
     if anchor is None:
         raise ValueError("regularizer=anchored_square: the step carries no anchor H_0")
     return anchored_square(agg(entropy, selected), anchor, coef)
 
 
-# Skywork-OR1: the same bonus, its coefficient c_k gated by the adaptive-target schedule (SPEC §6)
+# Skywork-OR1: the same bonus, its coefficient c_k gated by the adaptive-target schedule (docs/methods.md §6)
 register_regularizer("adaptive_target", uses_anchor=False, per_micro_batch=False, coef_schedules=("adaptive",))(
     _bonus_term
 )

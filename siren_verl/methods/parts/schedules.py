@@ -1,4 +1,4 @@
-"""Driver-side coefficient schedules (SPEC §4.1, §4.2, §5, §6 `adaptive_target`).
+"""Driver-side coefficient schedules (docs/methods.md §4.1, §4.2, §5, §6 `adaptive_target`).
 
 Pure python, no torch / verl: every value is a python float, every ``state_dict()`` is a dict of
 plain JSON types (``{"kind": str, "value": float}`` or ``{"kind": str}``) that ``load_state_dict``
@@ -18,7 +18,7 @@ It returns the value to use in THAT step's loss and advances the internal state 
 A schedule ignores the arguments it does not need and raises ValueError when one it needs is
 missing.
 
-Step indexing of the recurrences (our reading of SPEC §4.2 / §5 / §6): the value used in the loss
+Step indexing of the recurrences (our reading of docs/methods.md §4.2 / §5 / §6): the value used in the loss
 of step k is x_k; that step's entropy H_k then produces x_{k+1} for step k+1. So ``observe`` returns
 the value held BEFORE the update (``.value`` before the call) and ``.value`` afterwards is x_{k+1}.
 The first step therefore uses the initial value (alpha0, c0, lambda0). For ``adaptive_target`` the
@@ -56,7 +56,7 @@ __all__ = [
 
 
 def initial_anchored_target(anchor_entropy: float, rho_target: float = 0.5) -> float:
-    """SPEC §4.1: H* = rho_target * H_0.
+    """docs/methods.md §4.1: H* = rho_target * H_0.
 
     ``anchor_entropy`` is H_0, the token-mean full entropy of the first rollout batch (nats, >= 0);
     ``rho_target`` in [0, inf) (default 0.5: "a moderate range below its initial level").
@@ -148,7 +148,7 @@ def _resolve_target(fixed: float | None, passed: float | None) -> float:
 
 
 class ConstantCoefficient(Schedule):
-    """A fixed coefficient (naive bonus beta, SIREN beta): SPEC §3, §6 `naive`. ``value`` in [0, inf)."""
+    """A fixed coefficient (naive bonus beta, SIREN beta): docs/methods.md §3, §6 `naive`. ``value`` in [0, inf)."""
 
     kind: ClassVar[str] = "constant_coefficient"
 
@@ -164,7 +164,7 @@ class ConstantCoefficient(Schedule):
 
 
 class AERGlobalCoefficient(_RecurrentSchedule):
-    """SPEC §4.2: alpha_{k+1} = clip(alpha_k + eta * (H* - H_k), 0, alpha_max).
+    """docs/methods.md §4.2: alpha_{k+1} = clip(alpha_k + eta * (H* - H_k), 0, alpha_max).
 
     Arguments (ranges): ``alpha0`` in [0, alpha_max]; ``eta`` in [0, inf) (per nat);
     ``alpha_max`` in [0, inf); ``target`` = H* in [0, inf) or None (then the controller passes
@@ -188,7 +188,7 @@ class AERGlobalCoefficient(_RecurrentSchedule):
         """Advance once with the step's H_k; return alpha_{k+1}."""
         h_k = _require_entropy(entropy)
         h_star = _resolve_target(self.target, target)
-        # SPEC §4.2: clip(alpha_k + eta * (H* - H_k), 0, alpha_max)
+        # docs/methods.md §4.2: clip(alpha_k + eta * (H* - H_k), 0, alpha_max)
         self._value = min(max(self._value + self.eta * (h_star - h_k), 0.0), self.alpha_max)
         return self._value
 
@@ -199,7 +199,7 @@ class AERGlobalCoefficient(_RecurrentSchedule):
 
 
 class AdaptiveTargetCoefficient(_RecurrentSchedule):
-    """SPEC §6 `adaptive_target` (Skywork-OR1): c_{k+1} = max(0, c_k + delta * sign(H* - H_k)),
+    """docs/methods.md §6 `adaptive_target` (Skywork-OR1): c_{k+1} = max(0, c_k + delta * sign(H* - H_k)),
     applied only while H_k <= H*.
 
     Our reading of "applied only while H_k <= H*" (the Skywork-OR1 form alpha_k = c_k * 1{e_k <= tgt}):
@@ -244,12 +244,12 @@ class AdaptiveTargetCoefficient(_RecurrentSchedule):
 
 
 # --------------------------------------------------------------------------------------------------
-# PAR lambda schedules (SPEC §5); every value lies in [0, 1]
+# PAR lambda schedules (docs/methods.md §5); every value lies in [0, 1]
 # --------------------------------------------------------------------------------------------------
 
 
 class EntropyGuidedLambda(_RecurrentSchedule):
-    """SPEC §5 `entropy_guided`: lambda_{k+1} = clip(lambda_k - step, 0, 1) if H_k < delta
+    """docs/methods.md §5 `entropy_guided`: lambda_{k+1} = clip(lambda_k - step, 0, 1) if H_k < delta
     else clip(lambda_k + step, 0, 1).
 
     Arguments (ranges): ``lambda0`` in [0, 1]; ``delta`` (the entropy threshold δ, nats) in [0, inf);
@@ -280,7 +280,7 @@ class EntropyGuidedLambda(_RecurrentSchedule):
 
 
 class StageLambda(Schedule):
-    """SPEC §5 `stage`: lambda = 0 over the first half of training, then linear 0 -> 1 over the second.
+    """docs/methods.md §5 `stage`: lambda = 0 over the first half of training, then linear 0 -> 1 over the second.
 
     Exact definition, with s the 0-based step index and T = ``total_steps`` (an integer >= 1):
     progress p = s / (T - 1) (p = 0 when T = 1) and lambda(s) = clip(2 p - 1, 0, 1). Hence
@@ -308,7 +308,7 @@ class StageLambda(Schedule):
 
 
 class EpochLambda(Schedule):
-    """SPEC §5 `epoch`: lambda = (e - 1) / (E - 1) for epoch e = 1..E.
+    """docs/methods.md §5 `epoch`: lambda = (e - 1) / (E - 1) for epoch e = 1..E.
 
     With the 0-based epoch index i = e - 1 (verl's loop variable) and E = ``total_epochs`` (>= 1):
     lambda(i) = clip(i / (E - 1), 0, 1), so the first epoch uses 0 and the last uses exactly 1.
@@ -334,7 +334,7 @@ class EpochLambda(Schedule):
 
 
 class ConstantLambda(ConstantCoefficient):
-    """SPEC §5 `constant`: a fixed lambda; ``value`` in [0, 1]."""
+    """docs/methods.md §5 `constant`: a fixed lambda; ``value`` in [0, 1]."""
 
     kind: ClassVar[str] = "constant_lambda"
 
@@ -371,7 +371,7 @@ def register_coef_schedule(entry: CoefficientSchedule) -> CoefficientSchedule:
     return entry
 
 
-# the method's fixed coefficient (SIREN β, naive β, SPEC §3 / §6)
+# the method's fixed coefficient (SIREN β, naive β, docs/methods.md §3 / §6)
 register_coef_schedule(
     CoefficientSchedule(
         name="constant",
@@ -384,13 +384,13 @@ register_coef_schedule(
 
 
 def _aer_target(cfg, h0: float | None) -> float | None:
-    # SPEC §4.1: H* = ρ_target · H_0 (initial-anchored), else the fixed aer.target
+    # docs/methods.md §4.1: H* = ρ_target · H_0 (initial-anchored), else the fixed aer.target
     return initial_anchored_target(h0, cfg.aer.rho_target) if cfg.aer.anchored_target else cfg.aer.target
 
 
 register_coef_schedule(
     CoefficientSchedule(
-        name="aer",  # SPEC §4.2; aer.dynamic_coef=false keeps α ≡ aer.alpha0
+        name="aer",  # docs/methods.md §4.2; aer.dynamic_coef=false keeps α ≡ aer.alpha0
         build=lambda cfg: (
             AERGlobalCoefficient(alpha0=cfg.aer.alpha0, eta=cfg.aer.eta, alpha_max=cfg.aer.alpha_max, target=None)
             if cfg.aer.dynamic_coef
@@ -406,14 +406,14 @@ register_coef_schedule(
 
 
 def _adaptive_target(cfg, h0: float | None) -> float:
-    # SPEC §6: a fixed H* (nats), or H* = anchor_ratio · H_0 (the same initial-anchored form as §4.1)
+    # docs/methods.md §6: a fixed H* (nats), or H* = anchor_ratio · H_0 (the same initial-anchored form as §4.1)
     at = cfg.adaptive_target
     return at.target if at.target is not None else initial_anchored_target(h0, at.anchor_ratio)
 
 
 register_coef_schedule(
     CoefficientSchedule(
-        name="adaptive",  # SPEC §6 adaptive_target (Skywork-OR1)
+        name="adaptive",  # docs/methods.md §6 adaptive_target (Skywork-OR1)
         build=lambda cfg: AdaptiveTargetCoefficient(c0=cfg.adaptive_target.c0, delta=cfg.adaptive_target.delta, target=None),
         uses_anchor=lambda cfg: cfg.adaptive_target.target is None,
         target=_adaptive_target,
@@ -428,7 +428,7 @@ def _needs(what: str, value, key: str):
     return value
 
 
-# `entropy_control.par.schedule=<name>` -> (cfg.par, total_steps, total_epochs) -> λ schedule (SPEC §5)
+# `entropy_control.par.schedule=<name>` -> (cfg.par, total_steps, total_epochs) -> λ schedule (docs/methods.md §5)
 LAMBDA_SCHEDULES: dict[str, Callable[[Any, int | None, int | None], Schedule]] = {
     "entropy_guided": lambda par, steps, epochs: EntropyGuidedLambda(lambda0=par.lambda0, delta=par.delta, step=par.step),
     "stage": lambda par, steps, epochs: StageLambda(total_steps=_needs("training steps", steps, "stage")),

@@ -1,4 +1,4 @@
-"""Entropy-based advantage shaping (SPEC §6 `entropy_adv`). Pure torch, no verl import."""
+"""Entropy-based advantage shaping (docs/methods.md §6 `entropy_adv`). Pure torch, no verl import."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def entropy_advantage_shaping(
     alpha: float = 0.4,
     kappa: float = 2.0,
 ) -> torch.Tensor:
-    """SPEC §6: A <- A + min(alpha * H.detach(), |A| / kappa) on response tokens; padding untouched.
+    """docs/methods.md §6: A <- A + min(alpha * H.detach(), |A| / kappa) on response tokens; padding untouched.
 
     ``advantages``, ``entropy`` (per-token entropy, nats, >= 0) and ``response_mask`` share one shape
     ([B, T]). ``alpha`` in [0, inf) (default 0.4), ``kappa`` in (0, inf) (default 2, the originating

@@ -1,4 +1,4 @@
-"""Positive-Advantage Reweighting token weights (SPEC §5). Pure torch, no verl import.
+"""Positive-Advantage Reweighting token weights (docs/methods.md §5). Pure torch, no verl import.
 
 How the weights reach verl 0.9.1's loss
 ---------------------------------------
@@ -12,7 +12,7 @@ holds that field) to the registered policy loss. ``core_algos.compute_policy_los
 
 i.e. the weights multiply the per-token clipped (and dual-clipped) surrogate AFTER clipping and
 BEFORE ``agg_loss``, whose normaliser (token count, sequence count, horizon) depends only on
-``response_mask`` and the global batch info — never on the weights. That is exactly SPEC §5:
+``response_mask`` and the global batch info — never on the weights. That is exactly docs/methods.md §5:
 "weights scale token losses, not the token count". The loss modes ``dppo_tv``, ``dppo_kl``,
 ``gspo``, ``sapo``, ``gpg``, ``clip_cov``, ``kl_cov``, ``dro`` and ``cispo`` use the channel the same
 way. Two do not: ``geo_mean`` turns the weights into a per-sequence geometric mean (not PAR), and
@@ -39,7 +39,7 @@ __all__ = ["positive_advantage_weights", "combine_token_weights"]
 def positive_advantage_weights(
     advantages: torch.Tensor, response_mask: torch.Tensor, lam: float
 ) -> torch.Tensor:
-    """SPEC §5: w[i,t] = lam if A[i,t] > 0 else 1, on response tokens; 0 on padding.
+    """docs/methods.md §5: w[i,t] = lam if A[i,t] > 0 else 1, on response tokens; 0 on padding.
 
     ``advantages`` and ``response_mask`` have the same shape ([B, T]); ``lam`` in [0, 1]. A == 0 gets
     weight 1 (strict ``A > 0``). The result has the advantages' floating dtype and device and never
