@@ -9,7 +9,8 @@ batch. Printed against, in the same run and on the same samples:
 * baseline: `siren-verl eval score`'s path on the same responses (extract every answer, judge every
   distinct answer against the ground truth, then cluster), i.e. scoring without the reward's verdicts;
 * verl's own validation metrics (`process_validation_metrics`: mean@N, bootstrap maj@N by string
-  equality, best@N), which verl computes at every validation anyway.
+  equality, best@N), which verl computes at every validation anyway (on a subset: its bootstrap
+  takes minutes for 1.5k problems).
 
 The samples are `scripts/bench/eval_scoring.py`'s synthetic ones (integers, fractions, radicals,
 π multiples, polynomials, tuples, each written in several equivalent spellings; 5% without a box).
@@ -56,12 +57,22 @@ def _verl_validation_metrics(records: list[dict], rewards: list[list[dict]]) -> 
     return time.perf_counter() - t0
 
 
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problems", type=int, default=1500)
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-verl", action="store_true", help="skip verl's process_validation_metrics")
+    ap.add_argument(
+        "--verl-problems",
+        type=int,
+        default=100,
+        help="also time verl's own process_validation_metrics on the first N problems (0: skip; its "
+        "bootstrap is slow: minutes for 1.5k problems)",
+    )
     args = ap.parse_args(argv)
 
     from siren_verl.eval import score_samples
@@ -82,42 +93,47 @@ def main(argv: list[str] | None = None) -> int:
         for rec, scored in zip(records, rewards, strict=True)
     ]
 
-    judge.clear_cache()
-    t0 = time.perf_counter()
-    baseline = score_samples(records, progress=False, keep_problems=False)
-    baseline_s = time.perf_counter() - t0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    say(
+        f"validation scoring, {args.problems} problems x {args.samples} samples on {cores} cores "
+        f"(load avg {load:.1f} at the start; the reward's own scoring of these samples took {reward_s:.1f} s):"
+    )
 
     judge.clear_cache()
     t0 = time.perf_counter()
     report = score_validation(val_records)
     new_s = time.perf_counter() - t0
-    metrics = metrics_from_report(report)
-
-    verl_s = None if args.no_verl else _verl_validation_metrics(records, rewards)
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    k = max(report["ks"])
-    print(
-        f"validation scoring, {args.problems} problems x {args.samples} samples on {cores} cores "
-        f"(load avg {load:.1f}; the reward's own scoring of these samples took {reward_s:.1f} s):"
-    )
-    print(
+    say(
         f"  siren-verl validation (reward pred/acc, cluster wrong answers): {new_s:6.2f} s, "
         f"{report['judgements']} judgements, {report.get('judge_timeouts', 0)} time-outs"
     )
-    print(
+
+    judge.clear_cache()
+    t0 = time.perf_counter()
+    baseline = score_samples(records, progress=False, keep_problems=False)
+    baseline_s = time.perf_counter() - t0
+    say(
         f"  baseline: eval score path (extract + judge vs gold + cluster):  {baseline_s:6.2f} s, "
-        f"{baseline['judgements']} judgements  -> {baseline_s / new_s:.1f}x"
+        f"{baseline['judgements']} judgements  -> {baseline_s / new_s:.1f}x the validation path's time"
     )
-    if verl_s is not None:
-        print(f"  verl's process_validation_metrics (mean/maj/best@N):           {verl_s:6.2f} s")
-    print(
+
+    metrics = metrics_from_report(report)
+    k = max(report["ks"])
+    say(
         f"  average over benchmarks: avg@{k}={metrics[f'val-siren/average/avg@{k}']:.3f} "
         f"pass@1={metrics['val-siren/average/pass@1']:.3f} pass@{k}={metrics[f'val-siren/average/pass@{k}']:.3f} "
         f"maj@{k}={metrics[f'val-siren/average/maj@{k}']:.3f} "
         f"distinct answers={metrics['val-siren/average/distinct_answers']:.2f}"
     )
+    if args.verl_problems:
+        subset = min(args.verl_problems, len(records))
+        verl_s = _verl_validation_metrics(records[:subset], rewards[:subset])
+        say(
+            f"  verl's process_validation_metrics (mean/maj/best@N, bootstrap) on the first {subset} "
+            f"problems: {verl_s:6.2f} s"
+        )
+    say(f"  load avg at the end {os.getloadavg()[0]:.1f}")
     return 0
 
 

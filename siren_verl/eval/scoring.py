@@ -141,8 +141,10 @@ def problem_metrics(
     ks: Sequence[int],
     finish_reasons: Sequence[str] | None = None,
     num_tokens: Sequence[int] | None = None,
+    ngram_diversity: bool = True,
 ) -> dict[str, float]:
-    """avg@k, pass@k, maj@k for each k, plus diversity numbers, of one problem."""
+    """avg@k, pass@k, maj@k for each k, plus diversity numbers, of one problem (the distinct-n
+    ratios of the response texts only with `ngram_diversity`)."""
     n = len(responses)
     correct = clusters.sample_correct
     c = sum(correct)
@@ -157,8 +159,9 @@ def problem_metrics(
     metrics["distinct_answers"] = float(len({cid for cid in clusters.cluster_of if cid is not None}))
     metrics["distinct_answer_strings"] = float(len({normalize_answer(a) for a in answered}))
     metrics["no_answer_rate"] = 1.0 - len(answered) / n
-    for g, ratio in distinct_ngram_ratios(responses, DIVERSITY_NGRAMS).items():
-        metrics[f"distinct_{g}gram"] = ratio
+    if ngram_diversity:
+        for g, ratio in distinct_ngram_ratios(responses, DIVERSITY_NGRAMS).items():
+            metrics[f"distinct_{g}gram"] = ratio
     if finish_reasons is not None:
         metrics["truncation_rate"] = sum(f == "length" for f in finish_reasons) / n
     if num_tokens is not None:
@@ -232,6 +235,7 @@ def score_samples(
     keep_problems: bool = True,
     judge_batch: BatchEquivalence | None = None,
     problems_per_batch: int = 64,
+    ngram_diversity: bool = True,
 ) -> dict:
     """Score samples (records, or samples JSONL path(s)) per benchmark (= data_source) and on
     average over benchmarks (SPEC §9). `ks` defaults to 1, 2, 4, ... up to the smallest n.
@@ -242,7 +246,8 @@ def score_samples(
     are then used as they are, see `siren_verl.eval.validation`).
     Equivalence: `judge_batch(pairs) -> [bool]` or pairwise `equivalent(pred, reference) -> bool`;
     default `siren_verl.reward.judge_many_detailed` (parallel workers, `timeout_s` per judgement).
-    The judgements of `problems_per_batch` problems go to the judge together.
+    The judgements of `problems_per_batch` problems go to the judge together. `ngram_diversity`:
+    also the distinct-1/2/4-gram ratios of the responses (cost grows with response length).
     """
     from itertools import islice
 
@@ -304,7 +309,13 @@ def score_samples(
             )
             for rec, answers, clusters in zip(chunk, answers_of, clusters_of, strict=True):
                 metrics = problem_metrics(
-                    rec["responses"], answers, clusters, ks, rec.get("finish_reasons"), rec.get("num_tokens")
+                    rec["responses"],
+                    answers,
+                    clusters,
+                    ks,
+                    rec.get("finish_reasons"),
+                    rec.get("num_tokens"),
+                    ngram_diversity=ngram_diversity,
                 )
                 summary = {
                     "uid": rec["uid"],

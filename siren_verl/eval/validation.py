@@ -259,6 +259,7 @@ def score_validation(
         timeout_s=timeout_s,
         keep_problems=False,
         problems_per_batch=max(1, len(records)),
+        ngram_diversity=False,  # not logged; n-gram sets of long responses would cost seconds
     )
 
 
