@@ -248,6 +248,9 @@ def set_transfer_queue_threads(config, environ=os.environ) -> None:
 
 def prepare_config(config) -> None:
     """Platform, Ray resources and every start-up check (mutates `config`; raises on bad settings)."""
+    import contextlib
+    import io
+
     from hydra.errors import HydraException
     from omegaconf import OmegaConf, open_dict
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
@@ -301,7 +304,8 @@ def prepare_config(config) -> None:
         if spec.needs_loss:
             config.actor_rollout_ref.actor.calculate_entropy = True
     try:
-        validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+        with contextlib.redirect_stdout(io.StringIO()):  # verl prints "All configuration checks passed"
+            validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     except (AssertionError, ValueError, TypeError, HydraException) as e:
         raise ConfigError(f"verl's config check: {verl_validation_message(e)}") from e
     return spec
