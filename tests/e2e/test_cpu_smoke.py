@@ -31,7 +31,7 @@ def check_forking_report_and_plot(tmp_path, steps: dict) -> None:
 
     from siren_verl.viz.cli import plot_main, tokens_main
 
-    run_dir = tmp_path / "outputs" / "siren_verl_cpu"
+    run_dir = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke_siren"  # the run's own folder
     records = [json.loads(line) for line in (run_dir / "forking_tokens.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2] * 5 and [r["rank"] for r in records] == [1, 2, 3, 4, 5]
     entropies = [r["entropy"] for r in records]
@@ -42,7 +42,7 @@ def check_forking_report_and_plot(tmp_path, steps: dict) -> None:
 
     tokens_png, curves_png = tmp_path / "tokens.png", tmp_path / "curves.png"
     assert tokens_main([str(run_dir), "--top", "3", "-o", str(tokens_png), "--dpi", "40"]) == 0
-    assert plot_main([str(run_dir / "cpu_smoke.jsonl"), "-o", str(curves_png), "--dpi", "40"]) == 0
+    assert plot_main([str(run_dir.parent / "cpu_smoke_siren.jsonl"), "-o", str(curves_png), "--dpi", "40"]) == 0
     for png in (tokens_png, curves_png):
         with Image.open(png) as image:
             assert image.format == "PNG"
@@ -56,7 +56,7 @@ def test_siren_three_steps_then_resume_one(tmp_path, toy_dir, e2e):
         ["trainer.total_training_steps=3", "entropy_control.forking_report.every_n_steps=2", "entropy_control.forking_report.top_n=5"],
         "run.log",
     )
-    metrics_file = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke.jsonl"
+    metrics_file = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke_siren.jsonl"
     steps = e2e.read_metrics(metrics_file)
     assert sorted(steps) == [1, 2, 3], log[-3000:]
 
@@ -79,12 +79,14 @@ def test_siren_three_steps_then_resume_one(tmp_path, toy_dir, e2e):
     anchor = steps[1]["entropy/anchor"]
     assert anchor == pytest.approx(steps[1]["entropy/selected_mean"], rel=1e-6)
     assert [s["entropy/anchor"] for s in steps.values()] == [anchor] * 3
-    # the console shows the entropy metrics every step
-    assert all(f"step:{n} -" in log for n in (1, 2, 3)) and log.count("entropy/anchor:") >= 3
+    # verl's console logger shows the entropy metrics every step (in the run's full log; the console
+    # gets one compact line per step, tests/cli/test_train_console.py)
+    full_log = (tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke_siren" / "train.log").read_text()
+    assert all(f"step:{n} -" in full_log for n in (1, 2, 3)) and full_log.count("entropy/anchor:") >= 3
 
     check_forking_report_and_plot(tmp_path, steps)
 
-    ckpt = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke" / "checkpoints"
+    ckpt = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke_siren" / "checkpoints"
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
     state = json.loads((ckpt / "global_step_3" / "entropy_control.json").read_text())
     assert state["method"] == "siren" and state["anchor"] == anchor and state["steps_observed"] == 3
@@ -95,13 +97,13 @@ def test_siren_three_steps_then_resume_one(tmp_path, toy_dir, e2e):
     resumed = e2e.read_metrics(metrics_file)
     assert sorted(resumed) == [4], log2[-3000:]
     # verl's file logger truncated its file; steps 1-3 were moved aside first and plot merges them back
-    kept = list(metrics_file.parent.glob("cpu_smoke.until-*.jsonl"))
+    kept = list(metrics_file.parent.glob("cpu_smoke_siren.until-*.jsonl"))
     assert len(kept) == 1 and sorted(e2e.read_metrics(kept[0])) == [1, 2, 3], log2[-3000:]
     from siren_verl.viz.logs import load_run
 
     merged = load_run(metrics_file).steps
     assert sorted(merged) == [1, 2, 3, 4] and merged[1]["entropy/anchor"] == anchor
-    assert "global_step_3" in log2  # verl: "Resuming from .../global_step_3"
+    assert "global_step_3" in log2  # siren-verl train: "resuming from .../global_step_3 ..."
     assert resumed[4]["entropy/anchor"] == anchor
     assert resumed[4]["entropy/selected_mean"] != anchor  # step 4's own batch, the anchor kept
     state4 = json.loads((ckpt / "global_step_4" / "entropy_control.json").read_text())

@@ -105,11 +105,11 @@ def expected_next(case: Case, step: dict, state_anchor: float | None) -> dict[st
 def test_preset_two_steps_then_resume(case, tmp_path, toy_dir, e2e):
     overrides = [f"entropy_control.method={case.method}", *case.overrides, "trainer.total_training_steps=2"]
     log = e2e.train(toy_dir, tmp_path, overrides, "run.log")
-    steps = e2e.read_metrics(tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke.jsonl")
+    steps = e2e.read_metrics(tmp_path / "outputs" / "siren_verl_cpu" / f"cpu_smoke_{case.method}.jsonl")
     assert sorted(steps) == [1, 2], log[-3000:]
     check_logged(case, steps, e2e.split_metrics)
 
-    ckpt = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke" / "checkpoints"
+    ckpt = tmp_path / "outputs" / "siren_verl_cpu" / f"cpu_smoke_{case.method}" / "checkpoints"
     state = json.loads((ckpt / "global_step_2" / "entropy_control.json").read_text())
     assert state["method"] == case.method and state["steps_observed"] == 2
     if "entropy/anchor" in case.logs:  # measured once, at step 1, then constant and checkpointed
@@ -129,9 +129,9 @@ def test_preset_two_steps_then_resume(case, tmp_path, toy_dir, e2e):
         [*overrides[:-1], "trainer.total_training_steps=3", "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_ROOT=resumed"],
         "resume.log",
     )
-    resumed = e2e.read_metrics(tmp_path / "resumed" / "siren_verl_cpu" / "cpu_smoke.jsonl")
+    resumed = e2e.read_metrics(tmp_path / "resumed" / "siren_verl_cpu" / f"cpu_smoke_{case.method}.jsonl")
     assert sorted(resumed) == [3], log2[-3000:]
-    assert "global_step_2" in log2  # verl: "Resuming from .../global_step_2"
+    assert "global_step_2" in log2  # siren-verl train: "resuming from .../global_step_2 ..."
     check_logged(case, resumed, e2e.split_metrics)
     for key in ("entropy/anchor", "entropy/target"):
         if key in case.logs:

@@ -36,7 +36,7 @@ def test_submit_cpu_run_to_a_local_head(tmp_path, toy_dir, e2e):
 
         assert JobSubmissionClient(head.address).get_job_status(job_id) == JobStatus.SUCCEEDED
         assert "step:1 -" in log  # the job's logs were streamed back
-        steps = e2e.read_metrics(out / "siren_verl_cpu" / "cpu_smoke.jsonl")
+        steps = e2e.read_metrics(out / "siren_verl_cpu" / "cpu_smoke_siren.jsonl")
         assert sorted(steps) == [1] and "entropy/anchor" in steps[1]
         assert (out / "checkpoints" / "global_step_1" / "entropy_control.json").exists()
     finally:
