@@ -6,12 +6,13 @@
 #   bash scripts/quickstart.sh trainer.total_training_steps=10 entropy_control.method=aer
 #
 # It builds the toy model + data once into ~/.cache/siren-verl/toy (or $SIREN_VERL_TOY_DIR) and
-# writes into ./outputs/siren_verl_cpu/: cpu_smoke.jsonl (every step's metrics) and
-# cpu_smoke/checkpoints/ (verl checkpoint + the entropy controller's state). Each quickstart run
-# starts fresh (trainer.resume_mode=disable).
+# writes into ./outputs/siren_verl_cpu/: cpu_smoke_<method>.jsonl (every step's metrics) and the
+# run's folder cpu_smoke_<method>/ (train.log: the full Ray/verl output; checkpoints/: verl
+# checkpoint + the entropy controller's state). The console shows a few start-up lines, one line
+# per step and the per-step table at the end (SIREN_VERBOSE=1: the full output instead). Each
+# quickstart run starts fresh (trainer.resume_mode=disable).
 set -euo pipefail
 # shellcheck source=scripts/_venv.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$ROOT"
-echo "[siren-verl] CPU run: verl's trainer + SIREN on the embedded toy task (logs below; summary at the end)"
-siren-verl train --config-name cpu_smoke trainer.resume_mode=disable "$@" && python -m siren_verl.toy.summary
+siren-verl train --config-name cpu_smoke trainer.resume_mode=disable "$@"

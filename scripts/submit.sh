@@ -7,6 +7,8 @@
 #   scripts/submit.sh -- python -m siren_verl train --config-name cpu_smoke
 #   RAY_ADDRESS=http://10.0.0.5:8265 scripts/submit.sh --env WANDB_API_KEY -- \
 #       siren-verl train data.train_files=/shared/data/dapo.parquet ...
+#   scripts/submit.sh -- env NNODES=2 MODEL_PATH=/shared/models/m bash "$PWD/recipes/qwen2.5-math-7b/siren.sh"
+#       (a recipe: its knobs through `env`, its path absolute and visible to the head node)
 #
 # Options:
 #   --address URL        Ray job server (default: $RAY_ADDRESS, else http://127.0.0.1:8265)
@@ -16,6 +18,7 @@
 #   --submission-id ID   name the job (default: Ray generates one)
 #   --no-wait            return after submitting (default: stream the job's logs and exit with
 #                        its status: 0 if it SUCCEEDED, 1 otherwise)
+#   --dry-run            print the `ray job submit` command (runtime env included) and exit
 #
 # What travels with the job (Ray runtime env):
 #   * py_modules: this checkout's siren_verl package (code + configs), so the cluster needs verl
@@ -47,6 +50,7 @@ usage() {
 
 address="${RAY_ADDRESS:-http://127.0.0.1:8265}"
 wait_flag=()
+dry_run=0
 submission=()
 envs=()
 pips=()
@@ -57,9 +61,11 @@ while [ $# -gt 0 ]; do
         --pip) pips+=("${2:?--pip needs a requirement}"); shift 2 ;;
         --submission-id) submission=(--submission-id "${2:?--submission-id needs an id}"); shift 2 ;;
         --no-wait) wait_flag=(--no-wait); shift ;;
+        --dry-run) dry_run=1; shift ;;
         -h|--help) usage; exit 0 ;;
         --) shift; break ;;
-        *) echo "submit.sh: unknown option '$1' (the command goes after --; see --help)" >&2; exit 2 ;;
+        -*) echo "submit.sh: unknown option '$1' (the command goes after --; see --help)" >&2; exit 2 ;;
+        *) echo "submit.sh: '$1' before '--': write the command after --, e.g. scripts/submit.sh -- $*" >&2; exit 2 ;;
     esac
 done
 if [ $# -eq 0 ]; then
@@ -124,6 +130,12 @@ PYEOF
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
 echo "[submit.sh] address: $address"
 echo "[submit.sh] command: $*"
+if [ "$dry_run" = 1 ]; then
+    printf '%q ' "$RAY_CLI" job submit --address "$address" --runtime-env-json "$runtime_env" \
+        "${submission[@]+"${submission[@]}"}" "${wait_flag[@]+"${wait_flag[@]}"}" -- "$@"
+    echo
+    exit 0
+fi
 # the ray CLI shell-quotes each word (shlex.join), so arguments with spaces or brackets arrive intact
 exec "$RAY_CLI" job submit --address "$address" --runtime-env-json "$runtime_env" \
     "${submission[@]+"${submission[@]}"}" "${wait_flag[@]+"${wait_flag[@]}"}" -- "$@"

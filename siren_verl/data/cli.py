@@ -177,6 +177,26 @@ def prepare(
     return report
 
 
+def check_sources_used(overrides: dict[str, dict], selected: list[str], raw: list[str]) -> None:
+    """A `--source NAME=...` whose NAME is not prepared is a mistake (without it in --train/--eval
+    the run would fetch the default sets from the hub instead): refuse it, saying how to list it."""
+    for item in raw:
+        name = resolve_name(item.partition("=")[0])
+        if name in overrides and name not in selected:
+            kind = SOURCES[name].kind if name in SOURCES else "eval"
+            raise ValueError(
+                f"--source {item}: '{name}' is not among the sets to prepare; list it, e.g. --{kind} {name} "
+                f"(the sets now: {' '.join(selected) or 'none'})"
+            )
+
+
+def _describe(source: dict) -> str:
+    if "path" in source:
+        return source["path"]
+    extra = "".join(f"{sep}{source[k]}" for k, sep in (("config", ":"), ("split", "@")) if source.get(k))
+    return f"hub {source['hub_id']}{extra}"
+
+
 def _print_sources() -> None:
     print(f"{'name':<16} {'kind':<6} {'hub id':<38} {'config':<20} split")
     for s in SOURCES.values():
@@ -209,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default=None, help="datasets cache directory")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     ap.add_argument("--list", action="store_true", help="list the known sets and their default sources")
+    ap.add_argument("--dry-run", action="store_true", help="print which sets would be read from where, and exit")
     args = ap.parse_args(argv)
 
     if args.list:
@@ -227,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         evals = _resolve_sets(DEFAULT_EVAL if args.eval is None else args.eval, "eval", overrides)
         if not train and not evals:
             raise ValueError("nothing to prepare: --train and --eval are both empty")
+        check_sources_used(overrides, [n for n, _, _ in [*train, *evals]], args.source)
+        if args.dry_run:
+            for name, spec, source in [*train, *evals]:
+                print(f"{spec.kind:<5} {name:<16} <- {_describe(source)} -> {args.out / (name + '.parquet')}")
+            return 0
         prepare(
             args.out,
             train,
