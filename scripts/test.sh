@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite (pytest) plus lint, in .venv (made or reused). Extra args go to pytest.
+# The whole test suite (pytest, every tier) plus lint, in .venv (made or reused). Extra args go to pytest.
 set -euo pipefail
 # shellcheck source=scripts/_venv.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$ROOT"
 ruff check .
 # pytest exits 5 when it collects nothing: that must fail here, never pass.
-python -m pytest "$@"
+# -m "": every tier (pyproject's addopts leave out `e2e` and `slow` for a plain `pytest`); a -m in "$@" wins.
+python -m pytest -m "" "$@"

@@ -1,5 +1,10 @@
-"""Settings for every test process and the processes it starts (Ray heads, trainers, workers), and
-fixtures every suite may use."""
+"""Settings for every test process and the processes it starts (Ray heads, trainers, workers),
+fixtures every suite may use, and the test tiers.
+
+Tiers: `pytest` with no arguments runs the fast unit tier (pyproject's addopts deselect the `e2e` and
+`slow` markers); `bash scripts/test.sh` (what `.ci/run` calls) runs everything (`-m ""`). Besides the
+markers tests set themselves, `pytest_collection_modifyitems` below marks whole folders, files or
+single tests listed in `E2E_PATHS` / `SLOW_PATHS`."""
 
 import os
 import shutil
@@ -17,6 +22,48 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# Paths relative to tests/: a folder ("glue/"), a file, or "file::test" (all its parametrisations).
+E2E_PATHS = ("e2e/",)  # verl's real trainer end to end (Ray, subprocesses)
+SLOW_PATHS = (
+    "glue/",  # verl's real engine / worker in process, Ray, torch.distributed
+    "recipes/",  # Hydra composition of the cluster recipes, their dry runs and the launcher check
+    "entropy/test_nucleus.py::test_full_vocabulary_152064",  # a 152064-token vocabulary
+    "cli/test_cli.py::test_doctor_passes_here_and_plugin_registers_on_import_verl",  # imports verl, Ray
+    "cli/test_train_console.py::test_each_method_has_its_own_default_experiment",  # a launch per method
+    "experiments/test_entropy_dynamics_script.py::test_warm_start_learns_the_format_and_refuses_other_settings",
+)
+TESTS = Path(__file__).resolve().parent
+
+
+def _matches(test_id: str, paths: tuple[str, ...]) -> bool:
+    name = test_id.split("[", 1)[0]  # parametrised ids share their test's entry
+    for path in paths:
+        if name.startswith(path) if path.endswith("/") else (name == path or name.startswith(path + "::")):
+            return True
+    return False
+
+
+def tier_of(relative: str) -> str | None:
+    """"e2e", "slow" or None (fast tier) for a test id relative to tests/ (`glue/test_x.py::test_y`)."""
+    if _matches(relative, E2E_PATHS):
+        return "e2e"
+    if _matches(relative, SLOW_PATHS):
+        return "slow"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        try:
+            relative = Path(str(item.path)).resolve().relative_to(TESTS).as_posix()
+        except ValueError:  # a test outside tests/ (e.g. a file given on the command line)
+            continue
+        tier = tier_of(f"{relative}::{item.name}")
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")
