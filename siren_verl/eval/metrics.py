@@ -172,12 +172,16 @@ def cluster_answers_many(
     problems: Sequence[tuple[Sequence[str | None], str]],
     judge: BatchEquivalence,
     known_correct: Sequence[Sequence[bool] | None] | None = None,
+    form_key: Callable[[str], tuple[object, str]] | None = None,
 ) -> list[AnswerClusters]:
     """Group each problem's answers by equivalence with few judgements (SPEC §9, maj@k), batching
     the judgements of many problems into few `judge(pairs)` calls (a parallel judge pool).
 
     Per problem (answers, ground truth):
-    1. unique normalised strings ("forms"): duplicates are never judged;
+    1. unique normalised strings ("forms"): duplicates are never judged. `form_key(answer) ->
+       (key, text)` says which answers are the same answer (same key: it must only merge answers
+       the judge would call equivalent) and the text the judge gets for the form (default:
+       `normalize_answer`, the first occurrence's text);
     2. every form is judged once against the ground truth (needed for avg/pass anyway);
     3. all forms equivalent to the ground truth are one cluster (they are all the gold answer);
     4. the other forms are clustered greedily in order of first occurrence: a form is compared
@@ -217,10 +221,11 @@ def cluster_answers_many(
             if empty and not ok:
                 sample_form.append(None)
                 continue
-            key = ("" if empty else normalize_answer(a), ok)
+            form, text = ("", "") if empty else form_key(a) if form_key else (normalize_answer(a), a.strip())
+            key = (form, ok)
             if key not in unique:
                 unique[key] = len(forms)
-                forms.append("" if empty else a.strip())
+                forms.append(text)
                 counts.append(0)
                 verdicts_known.append(bool(ok))
             counts[unique[key]] += 1

@@ -89,6 +89,48 @@ class RewardBatchJudge:
         return [bool(v.equivalent) for v in verdicts]
 
 
+def _strip_outer_braces(answer: str) -> str:
+    """`{5}` -> `5`: braces around the whole answer only group (repeatedly, when balanced)."""
+    s = answer.strip()
+    while len(s) >= 2 and s[0] == "{" and s[-1] == "}":
+        depth = 0
+        for i, ch in enumerate(s):
+            depth += ch == "{"
+            depth -= ch == "}"
+            if depth == 0 and i < len(s) - 1:
+                return s  # the first group closes early: `{a}{b}`
+        s = s[1:-1].strip()
+    return s
+
+
+def reward_form_key() -> Callable[[str], tuple[object, str]]:
+    """Clusters before judging for `siren_verl.reward`'s judge: answers its string fast path
+    (`normalize.fast_verdict`) calls equivalent without a parser share a key (the same normal form,
+    or the same rational value: `3/4`, `\\frac{3}{4}`, `0.75`, `{3/4}`), and an exact rational is
+    judged as its canonical text (`3/4`, `472`; also `97.0` -> `97`), which the fast path compares
+    with other numbers without math-verify. Any other decimal keeps its own text (the fast path leaves decimals against other
+    values to math-verify's rounding rules). Oversized answers (which the judge refuses) are only
+    merged when string-identical up to `normalize_answer`."""
+    from siren_verl.reward.judge import DEFAULT_MAX_ANSWER_CHARS
+    from siren_verl.reward.normalize import normalize_answer as reward_normalize
+    from siren_verl.reward.normalize import parse_rational
+
+    def key(answer: str) -> tuple[object, str]:
+        text = answer.strip()
+        if len(text) > DEFAULT_MAX_ANSWER_CHARS:
+            return ("raw", normalize_answer(text)), text
+        text = _strip_outer_braces(text)
+        norm = reward_normalize(text)
+        rational = parse_rational(norm)
+        if rational is None:
+            return ("form", norm), text
+        value, exact = rational
+        # a decimal with an integral value (`97.0`) is that integer to any rounding rule
+        return ("rational", value), str(value) if exact or value.denominator == 1 else text
+
+    return key
+
+
 def reward_extractor(fallback: bool = True) -> Extractor:
     """Last `\\boxed{...}` answer (with the reward module's fallback when `fallback`)."""
     from siren_verl.reward import extract_answer
@@ -300,12 +342,15 @@ def score_samples(
                     else:
                         judge_batch = reward_judge = RewardBatchJudge(timeout_s)
                 judge = _CountingJudge(judge_batch)
+                # the reward's judge: merge what its fast path would call equivalent before judging
+                form_key = reward_form_key() if reward_judge is not None else None
                 extract = extract if extract is not None else reward_extractor()
             answers_of = [_answers_of(rec, extract) for rec in chunk]
             clusters_of = cluster_answers_many(
                 [(answers, str(rec["ground_truth"])) for answers, rec in zip(answers_of, chunk, strict=True)],
                 judge,
                 known_correct=[_known_correct(rec) for rec in chunk],
+                form_key=form_key,
             )
             for rec, answers, clusters in zip(chunk, answers_of, clusters_of, strict=True):
                 metrics = problem_metrics(

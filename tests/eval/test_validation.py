@@ -254,3 +254,22 @@ def test_capture_metrics_use_session_order(equiv):
     for source, values in EXPECTED.items():
         for name, value in values.items():
             assert metrics[f"val-siren/{source}/{name}"] == pytest.approx(value, abs=1e-12), (source, name)
+
+
+def test_reward_form_key_merges_only_what_the_reward_judge_calls_equivalent():
+    """Cluster before judging: same key => the reward's judge says equivalent (checked with it)."""
+    from siren_verl.eval.scoring import reward_form_key
+    from siren_verl.reward import judge_many
+
+    key = reward_form_key()
+    same = [("3/4", "\\frac{3}{4}"), ("\\dfrac34", "3/4"), ("{472}", "472"), ("$5$", "5"), ("97.0", "97"),
+            ("0.75", "\\frac{3}{4}"), ("3 \\sqrt{6}", "3\\sqrt{6}")]  # fmt: skip
+    different = [("3/4", "4/3"), ("0.5", "0.05"), ("{1}{2}", "12"), ("x+1", "1+x+1")]
+    for a, b in same:
+        assert key(a)[0] == key(b)[0], (a, b)
+    for a, b in different:
+        assert key(a)[0] != key(b)[0], (a, b)
+    assert judge_many(same) == [True] * len(same)
+    # the judge gets the canonical text of an exact rational, and a decimal's own text otherwise
+    assert key("{472}")[1] == "472" and key("\\frac{6}{8}")[1] == "3/4" and key("97.0")[1] == "97"
+    assert key("0.75")[1] == "0.75" and key("x^{2}+1")[1] == "x^{2}+1"
