@@ -248,10 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     warm_up(args.threads, args.timeout)
     rows = []
+    ours_walls: list[float] = []
     for label, frac in (("realistic", 0.0), (f"{args.hostile:.0%} hostile", args.hostile)):
         responses, golds, n_hostile = make_workload(args.problems, args.samples, frac, args.seed)
         ours = run_ours(responses, golds, args.timeout, args.threads)
         verl = run_verl(responses, golds, args.timeout, args.threads)
+        ours_walls.append(ours["wall"])
         agree = sum(a == b for a, b in zip(ours["acc"], verl["acc"], strict=True))
         n = len(responses)
         for name, r in (("siren_verl.reward", ours), ("verl math_verify", verl)):
@@ -289,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         "over limit",
         "agree",
     ]
+
+    print(
+        f"# ours: hostile answers cost {100 * (ours_walls[1] / ours_walls[0] - 1):+.1f}% wall time "
+        f"({ours_walls[1]:.2f} s vs {ours_walls[0]:.2f} s)",
+        file=sys.stderr,
+    )
 
     def fmt(v):
         return f"{v:.1f}" if isinstance(v, float) else str(v)

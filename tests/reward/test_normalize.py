@@ -10,10 +10,14 @@ from hypothesis import strategies as st
 
 from siren_verl.reward.normalize import (
     answer_too_complex,
+    collapse_double_groups,
     fast_verdict,
+    math_verify_input,
     normalize_answer,
     numeric_blowup,
     parse_rational,
+    split_percent,
+    unwrap_text_number,
 )
 
 
@@ -120,3 +124,63 @@ def test_guards_apply_to_the_reference_too():
 
     (j,) = judge_many_detailed([("1", "(10^{100})!")])
     assert j.status == "rejected" and not j.equivalent
+
+
+# -- the hand-off to math-verify ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ans", "expected"),
+    [
+        (r"50\%", ("50", True)),
+        ("50%", ("50", True)),
+        (r"12.5 \%", ("12.5", True)),
+        (r"25\text{\%}", ("25", True)),
+        ("25 percent", ("25", True)),
+        (r"x\%", ("x", True)),
+        (r"\%", (r"\%", False)),  # nothing before it: left for math-verify to refuse
+        ("50", ("50", False)),
+        (r"50\%x", (r"50\%x", False)),  # not trailing
+    ],
+)
+def test_split_percent(ans, expected):
+    assert split_percent(ans) == expected
+
+
+@pytest.mark.parametrize(
+    ("ans", "expected"),
+    [
+        (r"\text{5 cm}", r"5\text{ cm}"),
+        (r"\text{12}", "12"),
+        (r"\mbox{1,000 apples}", r"1,000\text{ apples}"),
+        (r"\textbf{-2.5 kg}^2", r"-2.5\text{ kg}^2"),
+        (r"\text{(B)}", r"\text{(B)}"),  # no leading number: unchanged
+        (r"\text{yes}", r"\text{yes}"),
+        (r"5\text{ cm}", r"5\text{ cm}"),
+    ],
+)
+def test_unwrap_text_number(ans, expected):
+    assert unwrap_text_number(ans) == expected
+
+
+@pytest.mark.parametrize(
+    ("ans", "expected"),
+    [
+        ("{" * 10 + "1" + "}" * 10, "{1}"),
+        ("(((1)))", "(1)"),
+        (r"x^{{2}}", "x^{2}"),
+        ("((1,2),(3,4))", "((1,2),(3,4))"),
+        ("((x)(y))", "((x)(y))"),
+        (r"\left(\left(x\right)\right)", r"\left(\left(x\right)\right)"),
+        (r"\{\{1\}\}", r"\{\{1\}\}"),
+        ("{{1}", "{{1}"),  # unbalanced: unchanged
+        ("{(1)}", "{(1)}"),  # different kinds
+    ],
+)
+def test_collapse_double_groups(ans, expected):
+    assert collapse_double_groups(ans) == expected
+
+
+def test_math_verify_input_puts_percent_in_math_verifys_slot():
+    assert math_verify_input(r"50\%") == r"$$\boxed{50}$$\%"
+    assert math_verify_input(r"\text{5 cm}") == r"$$\boxed{5\text{ cm}}$$"
+    assert math_verify_input("\u221230\u00b0") == r"$$\boxed{-30^\circ}$$"
+    assert math_verify_input(r"\frac{1}{2}") == r"$$\boxed{\frac{1}{2}}$$"
