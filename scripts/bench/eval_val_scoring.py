@@ -32,12 +32,18 @@ import time
 from pathlib import Path
 
 
-def _synthetic_records(problems: int, samples: int, seed: int) -> list[dict]:
+def _eval_scoring_bench():
+    """scripts/bench/eval_scoring.py as a module (its synthetic samples and CPU-time helper)."""
     path = Path(__file__).with_name("eval_scoring.py")
     spec = importlib.util.spec_from_file_location("_bench_eval_scoring", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.synthetic_records(problems, samples, seed)
+    return module
+
+
+def _cpu(bench, start: float | None) -> str:
+    now = bench.cpu_seconds()
+    return "" if now is None or start is None else f", {now - start:.1f} CPU-s incl. judge workers"
 
 
 def _verl_validation_metrics(records: list[dict], rewards: list[list[dict]]) -> float:
@@ -79,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     from siren_verl.eval.validation import metrics_from_report, score_validation
     from siren_verl.reward import compute_score_batch, judge
 
-    records = _synthetic_records(args.problems, args.samples, args.seed)
+    bench = _eval_scoring_bench()
+    records = bench.synthetic_records(args.problems, args.samples, args.seed)
     # the training reward's verdicts (what verl hands the trainer at a validation); warms the pool
     t0 = time.perf_counter()
     flat = compute_score_batch(
@@ -101,21 +108,22 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     judge.clear_cache()
-    t0 = time.perf_counter()
+    cpu0, t0 = bench.cpu_seconds(), time.perf_counter()
     report = score_validation(val_records)
     new_s = time.perf_counter() - t0
     say(
-        f"  siren-verl validation (reward pred/acc, cluster wrong answers): {new_s:6.2f} s, "
-        f"{report['judgements']} judgements, {report.get('judge_timeouts', 0)} time-outs"
+        f"  siren-verl validation (reward pred/acc, cluster wrong answers): {new_s:6.2f} s wall"
+        f"{_cpu(bench, cpu0)}; {report['judgements']} judgements, {report.get('judge_timeouts', 0)} time-outs"
     )
 
     judge.clear_cache()
-    t0 = time.perf_counter()
+    cpu0, t0 = bench.cpu_seconds(), time.perf_counter()
     baseline = score_samples(records, progress=False, keep_problems=False)
     baseline_s = time.perf_counter() - t0
     say(
-        f"  baseline: eval score path (extract + judge vs gold + cluster):  {baseline_s:6.2f} s, "
-        f"{baseline['judgements']} judgements  -> {baseline_s / new_s:.1f}x the validation path's time"
+        f"  baseline: eval score path (extract + judge vs gold + cluster):  {baseline_s:6.2f} s wall"
+        f"{_cpu(bench, cpu0)}; {baseline['judgements']} judgements -> {baseline_s / new_s:.1f}x the validation "
+        "path's wall time"
     )
 
     metrics = metrics_from_report(report)
