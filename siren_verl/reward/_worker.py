@@ -6,6 +6,12 @@ The parent never imports math-verify; only workers do. A worker:
 - disables sympy's string-eval entry point (`sympy.parsing.sympy_parser.eval_expr`, which
   `parse_expr` / `sympify(str)` use): the judging path only uses math-verify's LaTeX parser (an
   ANTLR grammar building sympy objects), so model text is never handed to Python's `eval`;
+- refuses (audit hook, PEP 578) compiling any string except where the calling frame is the
+  libraries' own code generation (sympy's run-time polynomial code, dataclasses, namedtuple) and
+  not one of the modules that compile strings they are given (sympy's parsers, lambdify): so
+  sympy simplifications that generate code work, eval/exec of model text does not. A refusal
+  inside math-verify (which swallows errors as "not equivalent") is reported as
+  status "error:EvalRefused", counted as a parse failure;
 - arms a soft wall-clock alarm (`setitimer`, a BaseException so library `except Exception` blocks
   cannot swallow it) for each judgement. The parent's hard limit, enforced by killing this process,
   is the backstop for C-level work the alarm cannot interrupt (big-integer arithmetic).
@@ -185,7 +191,7 @@ def install_guards() -> None:
 
 
 # Answers touching each code path once, so lazy imports and class creation (dataclasses compile
-# strings) happen before the guards go up. Run in the fork server (preload) when possible.
+# strings) happen before the guards go up. Run once in the zygote (pool.py), which forks the workers.
 _WARMUP_PAIRS = (
     ("\\frac{1}{2}", "0.5"),
     ("(0,1]", "[0,1)"),
@@ -405,7 +411,7 @@ def worker_main(
 ) -> None:
     """Serve judgement requests on `conn` until told to stop or the pipe closes."""
     judge = _resolve_judge(judge_spec, extra_sys_path)
-    warm_up()  # no-op when the fork server already did it
+    warm_up()  # no-op when the zygote already did it
     _limit_memory(max_memory_bytes)
     install_guards()
     signal.signal(signal.SIGALRM, _on_alarm)

@@ -1,4 +1,4 @@
-"""Final-answer extraction from a model response (SPEC §9).
+"""Final-answer extraction from a model response (docs/methods.md §9).
 
 Pure string scanning: nothing here parses maths or executes anything. The cost is linear in the
 response length and mostly spent in C (`str.rfind`): the brace matcher only walks the candidate
@@ -130,7 +130,7 @@ def fallback_answer(text: str) -> str | None:
 
 
 def extract_answer(text: str, fallback: bool = False) -> str | None:
-    """The final answer of a model response (SPEC §9).
+    """The final answer of a model response (docs/methods.md §9).
 
     The argument of the last `\\boxed{...}` or `\\fbox{...}` (nested braces handled); only if the
     response has no box and `fallback` is true (off by default: boxed-only), the answer of a trailing "The answer is ..." /

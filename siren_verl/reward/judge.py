@@ -1,4 +1,4 @@
-"""Bounded, safe equivalence judging of two bare answers (SPEC §9).
+"""Bounded, safe equivalence judging of two bare answers (docs/methods.md §9).
 
 Order of business for each (pred, gold) pair:
 1. sanitise (lone surrogates / NULs) and refuse an oversized prediction (status "rejected",

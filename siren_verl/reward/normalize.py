@@ -1,4 +1,4 @@
-"""Cheap, parser-free answer comparison: the fast path before math-verify (SPEC §9).
+"""Cheap, parser-free answer comparison: the fast path before math-verify (docs/methods.md §9).
 
 `fast_verdict(pred, gold)` returns True / False only when the answer is certain from strings alone,
 and None ("ask math-verify") otherwise:

@@ -1,4 +1,4 @@
-"""verl custom reward function: `compute_score` (SPEC §9).
+"""verl custom reward function: `compute_score` (docs/methods.md §9).
 
 Use it from verl with
     reward.custom_reward_function.path=pkg://siren_verl.reward
@@ -171,7 +171,7 @@ def compute_score_batch(
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict:
-    """verl custom reward (SPEC §9): {"score", "acc", "pred", "reward_timeout", "reward_parse_failure"}.
+    """verl custom reward (docs/methods.md §9): {"score", "acc", "pred", "reward_timeout", "reward_parse_failure"}.
 
     Extracts the last \\boxed{...} of `solution_str` (with `answer_fallback=True` also a trailing
     "The answer is ..." when there is no box; off by default), judges it
