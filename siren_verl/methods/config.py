@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import Any
 
+from siren_verl.entropy.conventions import BOUNDARIES
 from siren_verl.methods.parts.regularizers import REGULARIZERS
 from siren_verl.methods.parts.schedules import COEF_SCHEDULES, LAMBDA_SCHEDULES
 from siren_verl.methods.presets import (
@@ -27,7 +28,6 @@ from siren_verl.methods.presets import (
 from siren_verl.methods.validate import check_bool, check_choice, check_int, check_real
 
 ROOT = "entropy_control"
-BOUNDARIES = ("exclusive", "inclusive")
 DIFFICULTY = ("linear", "threshold", "none")
 PAR_SCHEDULES = tuple(LAMBDA_SCHEDULES)
 
