@@ -43,7 +43,7 @@ def describe(name: str) -> dict:
         numbers.update(top_p=defaults.top_p, boundary=defaults.boundary, chunk_size=defaults.chunk_size)
     if parts["token_selection"] == "peak" and parts["regularizer"] != "none":
         numbers.update(peak_quantile=defaults.peak_quantile, peak_upper_quantile=defaults.peak_upper_quantile)
-    if parts["regularizer"] == "anchored_square":
+    if spec.needs_anchor:  # the regulariser table says it uses H_0
         numbers["anchor"] = "measured at step 1" if defaults.anchor is None else defaults.anchor
     groups = {}
     uses = {
