@@ -42,6 +42,14 @@ PYTHON=${PYTHON:-python3}
 MAX_PROMPT_LENGTH=${MAX_PROMPT_LENGTH:-1024}
 MAX_RESPONSE_LENGTH=${MAX_RESPONSE_LENGTH:-3072}
 # EXP_NAME (default: <method>-qwen2.5-math-<size>) and WANDB_API_KEY are read by `launch`.
+# SMOKE=cpu: the hardware switch. The same recipe on this machine's CPUs: `launch` swaps ONLY what
+# is bound to GPUs or downloads (model, data, rollout backend, ranks, lengths and batch sizes; see
+# _smoke_cpu below) and runs 2 steps with validation; every algorithmic setting stays the recipe's.
+SMOKE=${SMOKE:-}
+if [[ -n $SMOKE && $SMOKE != cpu ]]; then
+    echo "SMOKE=$SMOKE: must be cpu (or unset for the GPU cluster run)" >&2
+    exit 2
+fi
 
 # Data files (`siren-verl prepare-data` writes DATA_DIR/<name>.parquet). TRAIN_FILES / VAL_FILES
 # (comma-separated paths) replace them outright.
@@ -114,9 +122,75 @@ _shell_quote() {   # quote one word for a copy-pasteable command line, only when
     fi
 }
 
+# SMOKE=cpu: swap what is bound to hardware or downloads, keeping each setting's structure.
+# Sets the variables `launch` reads plus SMOKE_OVERRIDES (Hydra overrides of CPU-only keys).
+_smoke_cpu() {
+    # model + data: the embedded math toy (siren_verl/toy/math_toy.py), built locally on first use:
+    # a char-level Qwen2 that writes \boxed{...} answers; a training set and two benchmarks written
+    # by `siren-verl prepare-data`'s converter
+    local toy_root
+    toy_root=$("$PYTHON" -m siren_verl.toy.math_toy --print-root) || return 2
+    MODEL_PATH=$toy_root/model
+    TRAIN_FILES=$toy_root/toy_math_train.parquet
+    VAL_FILES=$toy_root/toy_int.parquet,$toy_root/toy_frac.parquet
+    # GPUs -> 2 CPU ranks (FSDP on gloo), one node
+    NNODES=1
+    GPUS_PER_NODE=2
+    ROLLOUT_TP=1
+    OFFLOAD=False
+    # lengths: the toy's prompts are <= 128 characters (one token each), its answers a few tokens
+    local real_max_len=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
+    MAX_PROMPT_LENGTH=128
+    MAX_RESPONSE_LENGTH=24
+    local max_len=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
+    # batch shape: mini-batches of 2 prompts, as many per step as the recipe has (at most 4), so a
+    # step still makes several optimizer updates; 4 responses per prompt; 2 validation samples
+    local updates=$((TRAIN_BATCH_SIZE / PPO_MINI_BATCH_SIZE))
+    ((updates > 4)) && updates=4
+    ((updates < 1)) && updates=1
+    PPO_MINI_BATCH_SIZE=2
+    TRAIN_BATCH_SIZE=$((PPO_MINI_BATCH_SIZE * updates))
+    ((ROLLOUT_N > 4)) && ROLLOUT_N=4
+    ((VAL_N > 2)) && VAL_N=2
+    # actor token budget per rank, scaled with the lengths (the same number of full-length
+    # sequences per micro-batch) and capped at 2 of them, so that each rank's 4 sequences of a
+    # mini-batch fall into >= 2 micro-batches of different token counts (dynamic batch size)
+    ACTOR_TOKENS_PER_GPU=$((ACTOR_TOKENS_PER_GPU * max_len / real_max_len))
+    ((ACTOR_TOKENS_PER_GPU > 2 * max_len)) && ACTOR_TOKENS_PER_GPU=$((2 * max_len))
+    ((ACTOR_TOKENS_PER_GPU < max_len)) && ACTOR_TOKENS_PER_GPU=$max_len
+    # 2 steps, validation before training and at step 2, a checkpoint at step 2
+    TEST_FREQ=2
+    SAVE_FREQ=2
+    SMOKE_OVERRIDES=(
+        trainer.device=cpu
+        trainer.total_training_steps=2
+        # FSDP2 (FSDP1's sync_module_states needs CUDA parameters)
+        actor_rollout_ref.actor.strategy=fsdp2
+        # CPU kernels: eager attention (flash-attn is CUDA-only), float32 (bf16 is slow on CPU),
+        # no torch.compile
+        "++actor_rollout_ref.model.override_config.attn_implementation=eager"
+        "++actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32"
+        "++actor_rollout_ref.actor.fsdp_config.mixed_precision.reduce_dtype=fp32"
+        "++actor_rollout_ref.actor.fsdp_config.mixed_precision.buffer_dtype=fp32"
+        actor_rollout_ref.actor.use_torch_compile=False
+        actor_rollout_ref.actor.fsdp_config.use_torch_compile=False
+        # rollout vllm -> siren-verl's plain-transformers backend
+        actor_rollout_ref.rollout.name=hf
+        actor_rollout_ref.rollout.agent.num_workers=1
+        actor_rollout_ref.rollout.checkpoint_engine.backend=naive
+        "++actor_rollout_ref.rollout.engine_kwargs.hf.num_threads=1"
+        # processes sized for 2 cores instead of a GPU node
+        data.dataloader_num_workers=0
+        reward.num_workers=1
+        transfer_queue.backend.SimpleStorage.num_data_storage_units=1
+    )
+}
+
 launch() {
     local method=$1
     shift
+    SMOKE_OVERRIDES=()
+    if [[ $SMOKE == cpu ]]; then _smoke_cpu || return 2; fi
     local dry_run=0 arg
     local user_overrides=()
     for arg in "$@"; do
@@ -143,7 +217,7 @@ launch() {
         return 2
     fi
 
-    local exp_name=${EXP_NAME:-$method-qwen2.5-math-$MODEL_SIZE}
+    local exp_name=${EXP_NAME:-$method-qwen2.5-math-$MODEL_SIZE${SMOKE:+-smoke-$SMOKE}}
     local run_dir=$CKPT_DIR/$PROJECT/$exp_name
     local train_files=() val_files=() name
     if [[ -n ${TRAIN_FILES:-} ]]; then
@@ -266,7 +340,7 @@ launch() {
     # verl's ray.init adds its own runtime environment (the file logger path above, its env
     # vars); under `ray job submit` let it merge with the job's instead of failing on a shared key.
     local env=(RAY_OVERRIDE_JOB_RUNTIME_ENV=1 HYDRA_FULL_ERROR=1)
-    local cmd=("$PYTHON" -m siren_verl.main "${overrides[@]}" "${METHOD_OVERRIDES[@]}" "${user_overrides[@]}")
+    local cmd=("$PYTHON" -m siren_verl.main "${overrides[@]}" "${SMOKE_OVERRIDES[@]}" "${METHOD_OVERRIDES[@]}" "${user_overrides[@]}")
 
     if ((dry_run)); then   # the exact command, one Hydra override per line, ready to paste
         printf '%s %s -m siren_verl.main' "${env[*]}" "$(_shell_quote "$PYTHON")"
@@ -275,6 +349,9 @@ launch() {
         return 0
     fi
 
+    if [[ $SMOKE == cpu ]]; then   # the toy model + data (built locally: a few seconds, once per toy folder)
+        "$PYTHON" -m siren_verl.toy.math_toy >/dev/null || return 2
+    fi
     # Fail here, not minutes later inside Ray: the data and a local model must exist (the paths
     # must be the same on every node: a shared filesystem).
     local file

@@ -289,12 +289,16 @@ def test_the_reward_function_the_recipes_name_loads():
 
 @pytest.mark.filterwarnings("ignore:Disabled critic:UserWarning")
 @pytest.mark.parametrize("method", METHODS)
-def test_the_entry_point_accepts_the_recipe(module_recipes, method, capsys):
+def test_the_entry_point_accepts_the_recipe(module_recipes, method, capsys, tmp_path_factory):
     """`python -m siren_verl.main --check <the recipe's overrides>`: the training entry point itself
-    composes and validates the command (everything a launch does before Ray starts)."""
+    composes and validates the command (everything a launch does before Ray starts). `--check`
+    refuses a model or data file that is not there: the toy's local ones stand in (no download)."""
     from siren_verl.main import main
+    from siren_verl.toy import ensure_toy_assets
 
-    run = module_recipes.dry_run(module_recipes.script(method), NNODES="2")
+    toy = ensure_toy_assets(str(tmp_path_factory.getbasetemp() / "toy"))
+    local = {"MODEL_PATH": toy.model, "TRAIN_FILES": toy.train_file, "VAL_FILES": toy.val_file}
+    run = module_recipes.dry_run(module_recipes.script(method), NNODES="2", **local)
     assert run.program[-2:] == ["-m", "siren_verl.main"]
     saved_env = dict(os.environ)  # main() sets a few process-wide defaults; keep them out of other tests
     try:
