@@ -245,14 +245,16 @@ def _hist_threshold(
     bucket.sub_(first)  # bucket ids in [0, n_buckets)
     del q
 
-    # [0]: Σ e, [1]: Σ e·s per bucket, accumulated in float64: a bucket can hold a large tie group (bf16
-    # logits, uniform rows) and the tie rule (SPEC §1) counts its tokens against p·Σ e one by one
-    hist = torch.zeros(2, rows, n_buckets, dtype=torch.float64, device=x.device)
-    wide = ws.get("wide", torch.float64, rows)
-    hist[0].scatter_add_(1, bucket, wide.copy_(e))
-    hist[1].scatter_add_(1, bucket, wide.copy_(torch.mul(e, s, out=ws.get("tmp", cdt, rows))))
-    del wide
-    cum, cum_s = hist.cumsum(-1)
+    # Σ e per bucket accumulated in float64: a bucket can hold a large tie group (bf16 logits, uniform rows)
+    # and the tie rule (SPEC §1) counts its tokens against p·Σ e one by one, so the masses must be summed
+    # as accurately as the candidates' below; Σ e·s only enters H^p (float32 per bucket is enough)
+    hist = torch.zeros(rows, n_buckets, dtype=torch.float64, device=x.device)
+    hist.scatter_add_(1, bucket, ws.get("wide", torch.float64, rows).copy_(e))
+    cum = hist.cumsum(-1)
+    hist_s = torch.zeros(rows, n_buckets, dtype=cdt, device=x.device)
+    hist_s.scatter_add_(1, bucket, torch.mul(e, s, out=ws.get("tmp", cdt, rows)))
+    cum_s = hist_s.cumsum(-1, dtype=torch.float64)
+    del hist_s
     del hist
     target = top_p * cum[:, -1]  # float64 and <= the total, so some bucket reaches it
     b_star = torch.searchsorted(cum, target.unsqueeze(-1)).squeeze(-1).clamp_(max=n_buckets - 1)  # first cum >= target
