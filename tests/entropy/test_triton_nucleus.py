@@ -8,7 +8,8 @@ usually been imported already (``import verl`` imports torch's triton-backed nat
 tests here are skipped in this process and ``test_fresh_process_run`` runs this file again in a fresh
 Python with ``TRITON_INTERPRET=1`` set from the start.
 
-The reference sorts each row in float64 and applies SPEC §1 literally. Small vocabularies and small
+The reference (``siren_verl.testing.reference``) sorts each row in float64 and keeps the first j* − 1 tokens
+as the SIREN reference does (SPEC §1; the gradient averaged over the orders of tied tokens). Small vocabularies and small
 block sizes keep the interpreter fast while still covering several blocks per row. A separate test
 compiles every kernel variant ahead of time for an sm_90 GPU (no GPU needed) to catch what the
 interpreter accepts but the compiler would not.
