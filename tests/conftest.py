@@ -29,7 +29,12 @@ E2E_PATHS = ("e2e/",)  # verl's real trainer end to end (Ray, subprocesses)
 SLOW_PATHS = (
     "glue/",  # verl's real engine / worker in process, Ray, torch.distributed
     "recipes/",  # Hydra composition of the cluster recipes, their dry runs and the launcher check
+    "bench/test_gpu_check.py",  # the GPU check end to end, Triton through the CPU interpreter
     "entropy/test_nucleus.py::test_full_vocabulary_152064",  # a 152064-token vocabulary
+    # the Triton interpreter tests again in a fresh process (when triton was imported first)
+    "entropy/test_triton_nucleus.py::test_fresh_process_run",
+    "hf_rollout/test_reproducible.py::test_request_seed_separates_every_component_and_is_stable_across_processes",
+    "reward/test_hostile.py::test_injected_judge_cannot_reach_any_sink",  # a judge pool per sink
     "cli/test_cli.py::test_doctor_passes_here_and_plugin_registers_on_import_verl",  # imports verl, Ray
     "cli/test_train_console.py::test_each_method_has_its_own_default_experiment",  # a launch per method
     "experiments/test_entropy_dynamics_script.py::test_warm_start_learns_the_format_and_refuses_other_settings",
