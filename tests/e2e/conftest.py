@@ -46,7 +46,9 @@ def run_logged(cmd: list[str], cwd, env: dict, log_path, timeout: int) -> str:
     """Run `cmd`, tee its output into `log_path`; fail the test with the log's tail on error."""
     with open(log_path, "w") as log:
         try:
-            proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+            proc = subprocess.run(
+                cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\n{tail(log_path)}")
     if proc.returncode != 0:
@@ -61,7 +63,13 @@ def tail(path, n: int = 80) -> str:
 
 
 def train(
-    toy_dir: str, workdir, overrides: list[str], log_name: str, timeout: int = 900, config: str = "cpu_smoke", **env
+    toy_dir: str,
+    workdir,
+    overrides: list[str],
+    log_name: str,
+    timeout: int = 900,
+    config: str = "cpu_smoke",
+    **env,
 ) -> str:
     """`python -m siren_verl.main --config-name <config> [overrides]` in `workdir`."""
     cmd = [sys.executable, "-m", "siren_verl.main", "--config-name", config, *overrides]
@@ -134,16 +142,27 @@ class LocalRayHead:
     the processes it started: SIGTERM to its process group (ray start --block then drains and
     stops its raylet, GCS, dashboard and workers), SIGKILL to that group only if it hangs."""
 
-    def __init__(self, env: dict, num_cpus: int = 16, num_gpus: int = 1):
+    def __init__(self, env: dict, num_cpus: int = 16, num_gpus: int = 1, dashboard: bool = True):
         self.env = env
+        self.dashboard = dashboard
         self.temp_dir = tempfile.mkdtemp(prefix="srh", dir="/tmp")  # short: Ray's socket paths
-        names = ["gcs", "dashboard", "agent_http", "agent_grpc", "metrics", "runtime_env", "client", "node", "object"]
+        names = [
+            "gcs",
+            "dashboard",
+            "agent_http",
+            "agent_grpc",
+            "metrics",
+            "runtime_env",
+            "client",
+            "node",
+            "object",
+        ]
         self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         worker_low = free_port_range(64)
         self.cmd = [
             os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
             "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
-            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+            "--include-dashboard", "true" if dashboard else "false", "--dashboard-host", "127.0.0.1",
             "--port", str(self.ports["gcs"]), "--dashboard-port", str(self.ports["dashboard"]),
             "--dashboard-agent-listen-port", str(self.ports["agent_http"]),
             "--dashboard-agent-grpc-port", str(self.ports["agent_grpc"]),
@@ -168,10 +187,15 @@ class LocalRayHead:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ray start exited with {self.proc.returncode}:\n{tail(self.log_path)}")
-            if self._jobs_api_ready():
+            if self._jobs_api_ready() if self.dashboard else self._gcs_ready():
                 return
             time.sleep(2)
         raise RuntimeError(f"the Ray head's job server did not come up in {timeout}s:\n{tail(self.log_path)}")
+
+    def _gcs_ready(self) -> bool:
+        # `ray start --block` prints this once the head node (GCS + raylet) is up
+        with open(self.log_path, errors="replace") as f:
+            return "Ray runtime started" in f.read()
 
     def _jobs_api_ready(self) -> bool:
         # the job server answers only once the head's dashboard agent is up
@@ -214,6 +238,35 @@ def processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+@pytest.fixture(scope="session")
+def math_toy_dir(toy_dir):
+    """The math toy of SMOKE=cpu (siren_verl/toy/math_toy.py), built once per session beside the
+    toy (the same SIREN_VERL_TOY_DIR)."""
+    from siren_verl.toy.math_toy import ensure_math_toy
+
+    ensure_math_toy(toy_dir)
+    return toy_dir
+
+
+@pytest.fixture(scope="session")
+def ray_head(toy_dir):
+    """One local Ray head for every training subprocess of the session that asks for it (its
+    address, for RAY_ADDRESS): a run then connects instead of starting and stopping a cluster of
+    its own. 2 logical GPUs (the CPU ranks of SMOKE=cpu) and logical CPUs for verl's actors.
+    Opt-in (SIREN_E2E_SHARED_RAY=1); by default "": each run starts its own Ray, as a user's run does."""
+    if os.environ.get("SIREN_E2E_SHARED_RAY", "0") != "1":
+        yield ""
+        return
+    env = clean_env(toy_dir)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    head = LocalRayHead(env, num_cpus=32, num_gpus=2, dashboard=False)
+    head.start()
+    try:
+        yield f"127.0.0.1:{head.ports['gcs']}"
+    finally:
+        head.stop()
 
 
 class E2E:
