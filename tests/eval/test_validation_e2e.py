@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 SOURCES = ("toy_first", "toy_second")
 N = 4
 KS = (1, 2, 4)
+EXPERIMENT = "val_metrics"  # outputs/siren_verl_cpu/<EXPERIMENT>.jsonl and <EXPERIMENT>/train.log
 
 
 def _split_val_set(toy_dir: str, out_dir) -> list[str]:
@@ -50,6 +51,7 @@ def _read_metrics(path) -> dict[int, dict]:
 
 def _train(tmp_path, toy_dir: str, val_files: list[str]) -> str:
     overrides = [
+        f"trainer.experiment_name={EXPERIMENT}",
         "trainer.total_training_steps=2",
         "trainer.val_before_train=true",
         "trainer.test_freq=2",
@@ -82,7 +84,7 @@ def test_validation_metrics_during_training_and_rescoring(tmp_path, tmp_path_fac
     ensure_toy_assets(toy_dir)
     log = _train(tmp_path, toy_dir, _split_val_set(toy_dir, tmp_path))
 
-    steps = _read_metrics(tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke.jsonl")
+    steps = _read_metrics(tmp_path / "outputs" / "siren_verl_cpu" / f"{EXPERIMENT}.jsonl")
     assert sorted(steps) == [0, 1, 2], log[-3000:]
     names = reported_metrics(list(KS))
     expected = {metric_name(s, m) for s in (*SOURCES, "average") for m in names}
@@ -92,9 +94,7 @@ def test_validation_metrics_during_training_and_rescoring(tmp_path, tmp_path_fac
         assert steps[step]["timing_s/val_siren_scoring"] >= 0
     assert not [k for k in steps[1] if k.startswith("val-siren/")]  # no validation at step 1
     # the console logger shows them too (siren-verl train tees the console into the run's train.log)
-    console = (tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke" / "train.log").read_text(
-        errors="replace"
-    )
+    console = (tmp_path / "outputs" / "siren_verl_cpu" / EXPERIMENT / "train.log").read_text(errors="replace")
     assert "val-siren/average/pass@4" in console
 
     for step in (0, 2):
