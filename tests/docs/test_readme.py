@@ -176,12 +176,25 @@ def block_reward_overrides(block, sandbox):
     run_block("siren-verl train --config-name cpu_smoke " + " ".join(overrides), cwd, env)
 
 
-def block_eval(block, sandbox):
+@pytest.fixture(scope="session")
+def math_toy_dir(tmp_path_factory):
+    """The math toy (siren_verl.toy.math_toy), built once per session: the block's build command
+    then finds it and returns at once."""
+    from siren_verl.toy.math_toy import ensure_math_toy
+
+    base = tmp_path_factory.mktemp("math_toy")
+    ensure_math_toy(str(base))
+    return str(base)
+
+
+def block_eval(block, sandbox, math_toy_dir):
     cwd, env = sandbox
-    text = block.replace("/tmp/toy", str(cwd / "toy"))
-    run_block(text, cwd, env, timeout=900)
+    run_block(block.replace("/tmp/toy", math_toy_dir), cwd, env, timeout=900)
     scores = json.loads((cwd / "evals" / "cpu_smoke" / "scores.json").read_text())
-    assert scores and (cwd / "evals" / "cpu_smoke" / "samples.jsonl").stat().st_size > 0
+    assert sorted(scores["benchmarks"]) == ["toy_frac", "toy_int"]
+    # the toy's boxed answers are scored: some right (not the all-zero line of an unboxed model)
+    assert sum(p["num_correct"] for p in scores["problems"]) > 0
+    assert (cwd / "evals" / "cpu_smoke" / "pass_at_k.png").stat().st_size > 0
 
 
 def block_plot_tokens(block, sandbox):
@@ -245,8 +258,11 @@ def test_every_block_has_a_handler():
 
 @pytest.mark.slow  # ~15 s a block: the CLI's start-up, a CPU eval, test.sh's collection
 @pytest.mark.parametrize("index", range(len(bash_blocks())))
-def test_readme_block_runs(index, sandbox):
+def test_readme_block_runs(index, sandbox, request):
     block = bash_blocks()[index]
     handler = handler_for(block)
     assert handler is not None, first_command(block)
-    handler(block, sandbox)
+    if handler is block_eval:
+        handler(block, sandbox, request.getfixturevalue("math_toy_dir"))
+    else:
+        handler(block, sandbox)
