@@ -33,6 +33,8 @@ SLOW_PATHS = (
     "entropy/test_nucleus.py::test_full_vocabulary_152064",  # a 152064-token vocabulary
     # the Triton interpreter tests again in a fresh process (when triton was imported first)
     "entropy/test_triton_nucleus.py::test_fresh_process_run",
+    "entropy/test_triton_nucleus.py::test_kernels_compile_for_sm90",  # a Triton compile (parent process only)
+    "data/test_prepare.py::test_output_loads_in_verl_rlhf_dataset",  # imports verl's dataset stack
     "hf_rollout/test_reproducible.py::test_request_seed_separates_every_component_and_is_stable_across_processes",
     "reward/test_hostile.py::test_injected_judge_cannot_reach_any_sink",  # a judge pool per sink
     "cli/test_cli.py::test_doctor_passes_here_and_plugin_registers_on_import_verl",  # imports verl, Ray
