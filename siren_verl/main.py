@@ -360,15 +360,11 @@ def file_logger_path(config, environ=os.environ) -> str | None:
     loggers = [loggers] if isinstance(loggers, str) else list(loggers or [])
     if "file" not in loggers:
         return None
-    env_vars = OmegaConf.select(config, "ray_kwargs.ray_init.runtime_env.env_vars", default=None) or {}
+    from siren_verl.verl_glue.trainer import run_env_var
 
-    def var(name):
-        value = env_vars.get(name)
-        return str(value) if value is not None else environ.get(name)
-
-    path = var("VERL_FILE_LOGGER_PATH")
+    path = run_env_var(config, "VERL_FILE_LOGGER_PATH", environ)
     if not path:
-        root = os.path.expanduser(var("VERL_FILE_LOGGER_ROOT") or ".")
+        root = os.path.expanduser(run_env_var(config, "VERL_FILE_LOGGER_ROOT", environ) or ".")
         path = os.path.join(root, str(config.trainer.project_name), f"{config.trainer.experiment_name}.jsonl")
     return os.path.abspath(path)
 

@@ -186,25 +186,27 @@ def resume_folder(config) -> str | None:
     return None
 
 
+def run_env_var(config, name: str, environ=None) -> str | None:
+    """A variable as verl's Ray processes see it: `ray_kwargs.ray_init.runtime_env.env_vars` wins
+    over the environment (`environ`, default os.environ)."""
+    from omegaconf import OmegaConf
+
+    environ = os.environ if environ is None else environ
+    env_vars = OmegaConf.select(config, "ray_kwargs.ray_init.runtime_env.env_vars", default=None) or {}
+    value = env_vars.get(name)
+    return str(value) if value is not None else environ.get(name)
+
+
 def run_folder(config, environ=None) -> str:
     """The run's own folder, where `siren-verl train` keeps its full log (train.log) and the trainer
     its forking-token report: the folder of $VERL_FILE_LOGGER_PATH when set (the recipes'
     RUN_DIR/metrics.jsonl), else ${VERL_FILE_LOGGER_ROOT:-.}/<project>/<experiment> (the CPU
     presets: beside <experiment>.jsonl, holding checkpoints/). The Ray runtime env's variables
     (`ray_kwargs.ray_init.runtime_env.env_vars`) win over the environment, as in verl's workers."""
-    from omegaconf import OmegaConf
-
-    environ = os.environ if environ is None else environ
-    env_vars = OmegaConf.select(config, "ray_kwargs.ray_init.runtime_env.env_vars", default=None) or {}
-
-    def var(name):
-        value = env_vars.get(name)
-        return str(value) if value is not None else environ.get(name)
-
-    path = var("VERL_FILE_LOGGER_PATH")
+    path = run_env_var(config, "VERL_FILE_LOGGER_PATH", environ)
     if path:
         return os.path.dirname(os.path.abspath(path))
-    root = os.path.expanduser(var("VERL_FILE_LOGGER_ROOT") or ".")
+    root = os.path.expanduser(run_env_var(config, "VERL_FILE_LOGGER_ROOT", environ) or ".")
     return os.path.abspath(os.path.join(root, str(config.trainer.project_name), str(config.trainer.experiment_name)))
 
 

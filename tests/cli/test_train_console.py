@@ -107,3 +107,11 @@ def test_each_method_has_its_own_default_experiment(tmp_path, toy_dir):
         assert proc.returncode == 0, proc.stderr
         folders[method] = proc.stdout.splitlines()[0].rsplit("run folder ", 1)[1]
     assert folders == {m: str(tmp_path / "outputs" / "siren_verl_cpu" / f"cpu_smoke_{m}") for m in ("siren", "par")}
+
+
+def test_verbose_flag_or_variable_restores_the_full_stream():
+    from siren_verl.main import _parser, verbose_requested
+
+    assert _parser().parse_args(["--verbose"]).verbose
+    assert verbose_requested(True, {}) and verbose_requested(False, {"SIREN_VERBOSE": "1"})
+    assert not verbose_requested(False, {}) and not verbose_requested(False, {"SIREN_VERBOSE": "0"})
