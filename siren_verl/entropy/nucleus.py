@@ -541,7 +541,8 @@ def _dense_grad(x: Tensor, g: Tensor, p: _Saved, out: Tensor | None, ws: _Worksp
         # exclusive ties (SPEC §1): tokens at θ carry the constant weight k_θ / n_θ; log π̃ there is
         # κ = θ - max - log Σ_N, the same for all of them, so the row's tied gradient is one number
         idx = tied.nonzero().squeeze(-1)
-        kappa = p.theta_open[idx] - p.row_max[idx] - p.log_zn[idx]
+        # clamped like s = z - max (an overflowing range gives -inf, and 0 · -inf would be NaN)
+        kappa = (p.theta_open[idx] - p.row_max[idx]).clamp(min=_NEG_BIG) - p.log_zn[idx]
         val = -g[idx] * p.tie_w[idx] * kappa.exp() * (kappa + p.entropy[idx])
         at_theta = x[idx] == p.theta_open[idx].unsqueeze(-1)
         grad[idx] = torch.where(at_theta, val.unsqueeze(-1), grad[idx])

@@ -413,7 +413,7 @@ def _nucleus_fwd_kernel(
             k_tie = tl.maximum(tl.minimum(k_f, (n_tie - 1).to(tl.float64)), 0.0).to(tl.int32)
             k32 = k_tie.to(tl.float32)
             zn = zn + k32 * e_t
-            sn = sn + k32 * e_t * d_t
+            sn = sn + tl.where(e_t > 0.0, k32 * e_t * d_t, 0.0)  # e_t = 0 when θ - m overflows to -inf
             cnt = cnt + k_tie
             tie_w = k32 / tl.maximum(n_tie, 1).to(tl.float32)
         if cnt > 0:
@@ -461,7 +461,7 @@ def _nucleus_bwd_kernel(
             w = tl.where(key > cut, 1.0, tl.where(key == cut, tie_w, 0.0))
             member = w > 0.0
             x = x_in.to(tl.float32)
-            log_pt = tl.where(member, x - m - log_zn, 0.0)
+            log_pt = tl.where(member, tl.maximum(x - m - log_zn, -1e30), 0.0)  # finite: 0 · log_pt stays 0
             grad = tl.where(member, -g * w * tl.exp(log_pt) * (log_pt + h), 0.0)
             tl.store(out_row + idx, grad.to(out_ptr.dtype.element_ty), mask=idx < V)
     else:

@@ -570,3 +570,13 @@ def test_every_vocab_sized_step_works_on_at_most_chunk_size_rows(monkeypatch) ->
         nucleus_entropy(x, p, chunk_size=3).sum().backward()
         nucleus_stats(z, p, chunk_size=3)
     assert seen and max(seen) <= 3
+
+
+def test_tie_at_theta_with_an_overflowing_range_has_a_finite_gradient() -> None:
+    # θ - max overflows to -inf in float32; the two tokens tied at θ (p = 1: k = 1 of 2) weigh 1/2 and
+    # have probability 0: their gradient is 0, not 0 · inf (found by hypothesis)
+    z = torch.tensor([[3.4e38, -3.4e38, -3.4e38]], requires_grad=True)
+    h = nucleus_entropy(z, 1.0, "exclusive")
+    h.sum().backward()
+    assert h.item() == 0.0 and torch.isfinite(z.grad).all()
+    assert nucleus_stats(z, 1.0, "exclusive").nucleus_size.item() == 2
