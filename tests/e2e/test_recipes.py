@@ -224,7 +224,9 @@ def test_recipe_two_steps_on_cpu(case, tmp_path, math_toy_dir, e2e, ray_head):
         exp=exp,
     )
     resumed = e2e.read_metrics(run_dir / "metrics.jsonl")
-    assert 3 in resumed and 1 not in resumed and 2 not in resumed, log2[-3000:]
+    # step 3 trained; "step 2" holds only the resumed run's validation before training
+    assert sorted(resumed) == [2, 3], log2[-3000:]
+    assert all(k.startswith(("val-", "timing_s/")) for k in resumed[2]), sorted(resumed[2])
     assert "global_step_2" in log2  # verl: "Resuming from .../global_step_2"
     check_logged(case, {3: resumed[3]}, e2e.split_metrics)
     for key in ("entropy/anchor", "entropy/target"):
