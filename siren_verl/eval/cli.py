@@ -110,8 +110,16 @@ def _add_generate_args(p: argparse.ArgumentParser, output_required: bool) -> Non
 def _add_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", default=None, help="comma-separated ks (default 1,2,4,...,n)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per equivalence judgement (default 5)")
-    p.add_argument(
-        "--strict-extraction", action="store_true", help="only \\boxed{} answers (no fallback extraction)"
+    x = p.add_mutually_exclusive_group()
+    x.add_argument(
+        "--strict-extraction",
+        action="store_true",
+        help="only \\boxed{} answers (the default, as the training reward's default)",
+    )
+    x.add_argument(
+        "--answer-fallback",
+        action="store_true",
+        help="also read an unboxed final answer ('The answer is ...'), like the reward's answer_fallback option",
     )
     p.add_argument("--no-plot", action="store_true", help="no pass_at_k.png")
 
@@ -285,7 +293,7 @@ def cmd_score(args: argparse.Namespace, samples: list[str], out_dir: Path) -> in
         report = score_samples(
             samples,
             ks=ks,
-            extract=reward_extractor(fallback=not args.strict_extraction),
+            extract=reward_extractor(fallback=True if args.answer_fallback else None),
             timeout_s=args.timeout,
             progress=not getattr(args, "no_progress", False),
         )
@@ -363,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
             # the generate-only arguments, for data-parallel children
             gen_argv = argv[1:]
             gen_argv = _strip_option(gen_argv, ("--output-dir", "--k", "--timeout"))
-            gen_argv = _strip_option(gen_argv, ("--strict-extraction", "--no-plot"), takes_value=False)
+            gen_argv = _strip_option(
+                gen_argv, ("--strict-extraction", "--answer-fallback", "--no-plot"), takes_value=False
+            )
             rc = cmd_generate(args, samples, gen_argv, output_option="--output-dir")
             return rc or cmd_score(args, [str(samples)], out_dir)
         if args.command == "compare":

@@ -131,12 +131,16 @@ def reward_form_key() -> Callable[[str], tuple[object, str]]:
     return key
 
 
-def reward_extractor(fallback: bool = True) -> Extractor:
-    """Last `\\boxed{...}` answer (with the reward module's fallback when `fallback`)."""
-    from siren_verl.reward import extract_answer
+def reward_extractor(fallback: bool | None = None) -> Extractor:
+    """The reward's answer extraction: the last `\\boxed{...}`, plus its textual fallback ("The
+    answer is ...") when `fallback` (None: the reward's own default, `RewardOptions.answer_fallback`,
+    so that evaluation and the training reward read the same answers)."""
+    from siren_verl.reward import RewardOptions, extract_answer
+
+    use_fallback = RewardOptions().answer_fallback if fallback is None else bool(fallback)
 
     def extract(text: str) -> str | None:
-        return extract_answer(text, fallback=fallback)
+        return extract_answer(text, fallback=use_fallback)
 
     return extract
 

@@ -272,3 +272,14 @@ def test_scoring_from_files_equals_in_memory(tmp_path, equiv, extract):
         score_samples(records + [short], problems_per_batch=4, equivalent=equiv, extract=extract)
     with pytest.raises(ValueError, match="no samples"):
         score_samples([], equivalent=equiv, extract=extract)
+
+
+def test_extraction_follows_the_reward_default():
+    """`siren-verl eval` reads the answers the training reward reads: boxed only by default."""
+    from siren_verl.eval.scoring import reward_extractor
+    from siren_verl.reward import RewardOptions
+
+    assert RewardOptions().answer_fallback is False
+    assert reward_extractor()("so \\boxed{42}.") == "42"
+    assert reward_extractor()("The answer is 42.") is None
+    assert reward_extractor(fallback=True)("The answer is 42.") == "42"
