@@ -6,3 +6,13 @@ without importing torch.
 """
 
 BOUNDARIES = ("exclusive", "inclusive")
+
+
+def check_top_p_boundary(top_p, boundary) -> None:
+    """The nucleus's two arguments, checked once for every backend: p in (0, 1], a known boundary."""
+    from numbers import Real
+
+    if isinstance(top_p, bool) or not isinstance(top_p, Real) or not (0.0 < float(top_p) <= 1.0):
+        raise ValueError(f"top_p={top_p!r}: must be a number in (0, 1]")
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary={boundary!r}: must be one of {BOUNDARIES}")

@@ -62,16 +62,15 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterator
-from numbers import Real
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["BOUNDARIES", "NucleusStats", "nucleus_entropy", "nucleus_stats"]
+from siren_verl.entropy.conventions import BOUNDARIES, check_top_p_boundary
 
-BOUNDARIES = ("exclusive", "inclusive")
+__all__ = ["BOUNDARIES", "NucleusStats", "nucleus_entropy", "nucleus_stats"]
 
 # Fast path: logits per row taken by the first torch.topk.
 _FAST_TOPK = 64
@@ -110,10 +109,7 @@ def _check_args(logits: Tensor, top_p: float, boundary: str, chunk_size: int | N
         raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
     if logits.dim() < 1 or logits.shape[-1] < 1:
         raise ValueError(f"logits must have a non-empty last (vocabulary) dimension, got shape {tuple(logits.shape)}")
-    if isinstance(top_p, bool) or not isinstance(top_p, Real) or not (0.0 < float(top_p) <= 1.0):
-        raise ValueError(f"top_p={top_p!r}: must be a number in (0, 1]")
-    if boundary not in BOUNDARIES:
-        raise ValueError(f"boundary={boundary!r}: must be one of {BOUNDARIES}")
+    check_top_p_boundary(top_p, boundary)
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):

@@ -58,11 +58,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from numbers import Real
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+
+from siren_verl.entropy.conventions import check_top_p_boundary
 
 __all__ = [
     "BACKEND_ENV",
@@ -76,7 +77,6 @@ __all__ = [
     "use_triton_backend",
 ]
 
-BOUNDARIES = ("exclusive", "inclusive")
 # Which implementation siren_verl.entropy.nucleus_entropy / nucleus_stats use (see use_triton_backend).
 BACKEND_ENV = "SIREN_NUCLEUS_BACKEND"
 BACKENDS = ("auto", "torch", "triton")
@@ -532,12 +532,6 @@ def _check_logits2d(logits2d: Tensor, name: str = "logits2d") -> None:
         )
 
 
-def _check_top_p_boundary(top_p: float, boundary: str) -> None:
-    if isinstance(top_p, bool) or not isinstance(top_p, Real) or not (0.0 < float(top_p) <= 1.0):
-        raise ValueError(f"top_p={top_p!r}: must be a number in (0, 1]")
-    if boundary not in BOUNDARIES:
-        raise ValueError(f"boundary={boundary!r}: must be one of {BOUNDARIES}")
-
 
 def _unit_stride(x: Tensor) -> Tensor:
     return x if x.stride(1) == 1 else x.contiguous()
@@ -549,7 +543,7 @@ def _launch_forward(
 ) -> tuple[Tensor, Tensor, Tensor, NucleusKernelAux, Tensor]:
     """Forward kernel; also returns the number of search passes per row (int32, for tests/benchmarks)."""
     _check_logits2d(logits2d)
-    _check_top_p_boundary(top_p, boundary)
+    check_top_p_boundary(top_p, boundary)
     x = _unit_stride(logits2d)
     rows, vocab = x.shape
     dev = x.device
@@ -656,7 +650,7 @@ class _NucleusEntropyTriton(torch.autograd.Function):
 def nucleus_entropy_triton(logits: Tensor, top_p: float = 0.8, boundary: str = "exclusive") -> Tensor:
     """``nucleus_entropy`` (SPEC §10) on the Triton kernels: ``logits`` ``[..., V]`` → float32 ``[...]``,
     differentiable w.r.t. ``logits`` (backward by the kernel, nothing ``[T, V]`` saved but the logits)."""
-    _check_top_p_boundary(top_p, boundary)
+    check_top_p_boundary(top_p, boundary)
     if logits.dim() < 1:
         raise ValueError(f"logits must have a vocabulary dimension, got shape {tuple(logits.shape)}")
     if logits.numel() == 0:
@@ -672,7 +666,7 @@ def nucleus_stats_triton(
     logits: Tensor, top_p: float = 0.8, boundary: str = "exclusive"
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(nucleus_entropy, nucleus_size, full_entropy)`` per token (no gradient), shapes ``logits.shape[:-1]``."""
-    _check_top_p_boundary(top_p, boundary)
+    check_top_p_boundary(top_p, boundary)
     lead = logits.shape[:-1]
     if logits.numel() == 0:
         zeros = torch.zeros(lead, dtype=torch.float32, device=logits.device)
