@@ -1,10 +1,11 @@
 """Settings for every test process and the processes it starts (Ray heads, trainers, workers),
 fixtures every suite may use, and the test tiers.
 
-Tiers: `pytest` with no arguments runs the fast unit tier (pyproject's addopts deselect the `e2e` and
-`slow` markers); `bash scripts/test.sh` (what `.ci/run` calls) runs everything (`-m ""`). Besides the
+Tiers: `pytest` with no arguments runs the fast unit tier (pyproject's addopts deselect the `e2e`,
+`slow` and `learning` markers); `bash scripts/test.sh` (what `.ci/run` calls) runs every tier but the
+on-request `learning` one (long training runs: `bash scripts/test.sh -m learning`). Besides the
 markers tests set themselves, `pytest_collection_modifyitems` below marks whole folders, files or
-single tests listed in `E2E_PATHS` / `SLOW_PATHS`."""
+single tests listed in `LEARNING_PATHS` / `E2E_PATHS` / `SLOW_PATHS`."""
 
 import os
 import shutil
@@ -25,6 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 # Paths relative to tests/: a folder ("glue/"), a file, or "file::test" (all its parametrisations).
+# training runs long enough to show learning (minutes each): on request only, never in CI
+LEARNING_PATHS = ("e2e/test_learning.py",)
 E2E_PATHS = ("e2e/",)  # verl's real trainer end to end (Ray, subprocesses)
 SLOW_PATHS = (
     "glue/",  # verl's real engine / worker in process, Ray, torch.distributed
@@ -53,7 +56,9 @@ def _matches(test_id: str, paths: tuple[str, ...]) -> bool:
 
 
 def tier_of(relative: str) -> str | None:
-    """"e2e", "slow" or None (fast tier) for a test id relative to tests/ (`glue/test_x.py::test_y`)."""
+    """"learning", "e2e", "slow" or None (fast tier) for a test id relative to tests/ (`glue/test_x.py::test_y`)."""
+    if _matches(relative, LEARNING_PATHS):
+        return "learning"
     if _matches(relative, E2E_PATHS):
         return "e2e"
     if _matches(relative, SLOW_PATHS):
@@ -71,6 +76,27 @@ def pytest_collection_modifyitems(config, items):
         tier = tier_of(f"{relative}::{item.name}")
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tmp_path_factory):
+    """The CPU presets' toy model + data, built once per test session for every suite (never the
+    user's cache)."""
+    from siren_verl.toy import ensure_toy_assets
+
+    base = tmp_path_factory.mktemp("toy")
+    ensure_toy_assets(str(base))
+    return str(base)
+
+
+@pytest.fixture(scope="session")
+def math_toy_dir(toy_dir):
+    """The math toy of SMOKE=cpu and the README's CPU eval (siren_verl/toy/math_toy.py), built once per
+    session beside the toy (the same SIREN_VERL_TOY_DIR)."""
+    from siren_verl.toy.math_toy import ensure_math_toy
+
+    ensure_math_toy(toy_dir)
+    return toy_dir
 
 
 @pytest.fixture(scope="session")

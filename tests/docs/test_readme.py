@@ -176,17 +176,6 @@ def block_reward_overrides(block, sandbox):
     run_block("siren-verl train --config-name cpu_smoke " + " ".join(overrides), cwd, env)
 
 
-@pytest.fixture(scope="session")
-def math_toy_dir(tmp_path_factory):
-    """The math toy (siren_verl.toy.math_toy), built once per session: the block's build command
-    then finds it and returns at once."""
-    from siren_verl.toy.math_toy import ensure_math_toy
-
-    base = tmp_path_factory.mktemp("math_toy")
-    ensure_math_toy(str(base))
-    return str(base)
-
-
 def block_eval(block, sandbox, math_toy_dir):
     cwd, env = sandbox
     run_block(block.replace("/tmp/toy", math_toy_dir), cwd, env, timeout=900)

@@ -18,16 +18,6 @@ import pytest
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-@pytest.fixture(scope="session")
-def toy_dir(tmp_path_factory):
-    """The toy model + data, built once per test session (never the user's cache)."""
-    from siren_verl.toy import ensure_toy_assets
-
-    base = tmp_path_factory.mktemp("toy")
-    ensure_toy_assets(str(base))
-    return str(base)
-
-
 def clean_env(toy_dir: str, **extra) -> dict:
     """The environment for a training subprocess: a fresh local Ray, the test's toy dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
@@ -238,16 +228,6 @@ def processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return pids
-
-
-@pytest.fixture(scope="session")
-def math_toy_dir(toy_dir):
-    """The math toy of SMOKE=cpu (siren_verl/toy/math_toy.py), built once per session beside the
-    toy (the same SIREN_VERL_TOY_DIR)."""
-    from siren_verl.toy.math_toy import ensure_math_toy
-
-    ensure_math_toy(toy_dir)
-    return toy_dir
 
 
 @pytest.fixture(scope="session")

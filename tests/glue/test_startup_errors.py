@@ -31,16 +31,6 @@ def files(tmp_path):
     return tmp_path
 
 
-@pytest.fixture(scope="module")
-def toy_dir(tmp_path_factory):
-    """The CPU presets' toy model + data, built once here (never the user's cache)."""
-    from siren_verl.toy import ensure_toy_assets
-
-    base = tmp_path_factory.mktemp("toy")
-    ensure_toy_assets(str(base))
-    return str(base)
-
-
 @pytest.fixture()
 def base(files):
     return [
