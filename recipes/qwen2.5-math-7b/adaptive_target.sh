@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Adaptive-target entropy bonus (SPEC §6 `adaptive_target`, Skywork-OR1 style).
+# Adaptive-target entropy bonus (docs/methods.md §6 `adaptive_target`, Skywork-OR1 style).
 #
 #   c_{k+1} = max(0, c_k + Δ · sign(H* − H_k)), the bonus −c · agg(H) applied only while H_k ≤ H*.
 #   Δ = 0.005, H* = 0.2 nats (or H* = ρ · H_0: entropy_control.adaptive_target.target=null

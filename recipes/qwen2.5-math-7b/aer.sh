@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# AER — adaptive entropy regularisation (SPEC §4; inferred: the paper's method text is not public).
+# AER — adaptive entropy regularisation (docs/methods.md §4; inferred: the paper's method text is not public).
 #
 #   L = L_PG − Σ_q α_q · H̄_q / #groups,   α_q = α_k · (1 − acc_q)   (difficulty-aware allocation)
 #   α_{k+1} = clip(α_k + η · (H* − H_k), 0, α_max),   H* = ρ · H_0   (initial-anchored target)
 #
-# Defaults of SPEC §4: ρ = 0.5, η = 0.01 per nat, α_0 = 0, α_max = 0.05, linear allocation. The
+# Defaults of docs/methods.md §4: ρ = 0.5, η = 0.01 per nat, α_0 = 0, α_max = 0.05, linear allocation. The
 # policy-gradient setting is the shared Dr.GRPO one (common.sh); AER's own is not public.
 #
 # Usage:

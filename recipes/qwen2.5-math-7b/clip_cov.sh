@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Clip-Cov (SPEC §6 `clip_cov`): verl 0.9.1's own policy loss, passed through unchanged. It detaches
+# Clip-Cov (docs/methods.md §6 `clip_cov`): verl 0.9.1's own policy loss, passed through unchanged. It detaches
 # the gradient of a random 2e-4 fraction of the tokens whose advantage/log-prob covariance lies in
 # (1, 5). Paper setting ("The Entropy Mechanism of RL for Reasoning LMs", verl's recipe/entropy):
 # DAPO-Math-17k, GRPO mean/std advantages, token-mean, 256 prompts x 8 responses, mini-batch 32

@@ -2,7 +2,7 @@
 # Shared base of every recipe in this folder. Sourced by the method scripts, never run on its own.
 #
 # Read it top to bottom: (1) the knobs you set from the environment, (2) the paper setting every
-# method starts from (SPEC §3: SIREN's Dr.GRPO run on Qwen2.5-Math-7B), (3) `launch`, which turns
+# method starts from (docs/methods.md §3: SIREN's Dr.GRPO run on Qwen2.5-Math-7B), (3) `launch`, which turns
 # those variables plus the method's own overrides into one `python -m siren_verl.main ...` command.
 # A method script changes the variables of (2) that its paper changed, sets METHOD_OVERRIDES and
 # calls `launch <name> "$@"`. Every extra argument is passed to Hydra last, so it wins.
@@ -54,10 +54,10 @@ fi
 # Data files (`siren-verl prepare-data` writes DATA_DIR/<name>.parquet). TRAIN_FILES / VAL_FILES
 # (comma-separated paths) replace them outright.
 TRAIN_SET=openr1_math_46k      # the SIREN reference run's training set (Openr1-Math-46k-8192)
-VAL_SETS=(aime24 aime25 amc23 math500 olympiadbench minerva)   # SPEC §9 benchmarks
+VAL_SETS=(aime24 aime25 amc23 math500 olympiadbench minerva)   # docs/methods.md §9 benchmarks
 
 # ---------------------------------------------------------------------------------------------
-# (2) The paper setting every method starts from: SPEC §3, SIREN's Dr.GRPO run
+# (2) The paper setting every method starts from: docs/methods.md §3, SIREN's Dr.GRPO run
 # ---------------------------------------------------------------------------------------------
 ADV_ESTIMATOR=grpo
 NORM_ADV_BY_STD=False                  # Dr.GRPO: advantages r - mean(r), no division by std
@@ -81,7 +81,7 @@ ACTOR_TOKENS_PER_GPU=${ACTOR_TOKENS_PER_GPU:-$((TOKENS_PER_GPU_FACTOR * (MAX_PRO
 ROLLOUT_N=8                            # responses per prompt
 TEMPERATURE=1.0                        # rollout sampling
 TOP_P=1.0
-VAL_TEMPERATURE=0.6                    # validation sampling (SPEC §3)
+VAL_TEMPERATURE=0.6                    # validation sampling (docs/methods.md §3)
 VAL_TOP_P=0.7
 VAL_DO_SAMPLE=True
 TOTAL_EPOCHS=2                         # SIREN reference: 2 epochs of 46k prompts, ~720 steps
@@ -248,7 +248,7 @@ launch() {
     local infer_tokens_per_gpu=$((2 * TOKENS_PER_GPU_FACTOR * max_len))
 
     local overrides=(
-        # --- data (SPEC §9 reward, verl parquet from `siren-verl prepare-data`) ---
+        # --- data (docs/methods.md §9 reward, verl parquet from `siren-verl prepare-data`) ---
         "data.train_files=$(_hydra_list "${train_files[@]}")"
         "data.val_files=$(_hydra_list "${val_files[@]}")"
         "data.train_batch_size=$TRAIN_BATCH_SIZE"

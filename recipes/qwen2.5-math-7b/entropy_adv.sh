@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Entropy-based advantage shaping (SPEC §6 `entropy_adv`): A ← A + min(a · H.detach(), |A| / κ).
+# Entropy-based advantage shaping (docs/methods.md §6 `entropy_adv`): A ← A + min(a · H.detach(), |A| / κ).
 # a = 0.4, κ = 2, the originating paper's values (the SIREN reference code used κ = 1).
 #
 # Usage:

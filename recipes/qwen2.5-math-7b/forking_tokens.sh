@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Forking tokens, the "80/20 rule" (SPEC §6 `forking_tokens`): the policy-gradient loss only on the
+# Forking tokens, the "80/20 rule" (docs/methods.md §6 `forking_tokens`): the policy-gradient loss only on the
 # top ρ = 20% highest full-entropy tokens of the batch. No entropy term.
 #
 # Usage:

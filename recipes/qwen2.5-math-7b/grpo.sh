@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Dr.GRPO baseline (SPEC §6 `none`): the SIREN paper's policy-gradient setting with no entropy term.
+# Dr.GRPO baseline (docs/methods.md §6 `none`): the SIREN paper's policy-gradient setting with no entropy term.
 #
 # Dr.GRPO advantages (r − group mean, no std division), seq-mean-token-sum-norm loss, clip 0.2/0.2
 # (what the SIREN reference ran; its script text says 0.28, see common.sh), no KL, lr 1e-6 (5 warm-up

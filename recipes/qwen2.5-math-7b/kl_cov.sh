@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# KL-Cov (SPEC §6 `kl_cov`): verl 0.9.1's own policy loss, passed through unchanged. It adds
+# KL-Cov (docs/methods.md §6 `kl_cov`): verl 0.9.1's own policy loss, passed through unchanged. It adds
 # ppo_kl_coef · |log π − log π_old| on the top 2e-3 fraction of tokens by advantage/log-prob
 # covariance. Paper setting ("The Entropy Mechanism of RL for Reasoning LMs", verl's recipe/entropy):
 # DAPO-Math-17k, GRPO mean/std advantages, token-mean, 256 prompts x 8 responses, mini-batch 32

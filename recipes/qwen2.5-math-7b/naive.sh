@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Naive entropy regularisation (SPEC §6 `naive`): L = L_PG − β · agg(H), full entropy on every token,
+# Naive entropy regularisation (docs/methods.md §6 `naive`): L = L_PG − β · agg(H), full entropy on every token,
 # aggregated with the policy-gradient loss's own mode.
 # β = 0.005 here, SIREN's β, so that the two runs differ only in which entropy they regularise and
 # how (the SIREN paper's naive baseline). This is NOT the `siren-verl methods` default for naive

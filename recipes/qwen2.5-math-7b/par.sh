@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PAR — positive-advantage reweighting (SPEC §5), entropy-guided λ schedule (the paper's method).
+# PAR — positive-advantage reweighting (docs/methods.md §5), entropy-guided λ schedule (the paper's method).
 #
 #   token weight w = λ if A > 0 else 1 on the clipped surrogate;
 #   λ_{k+1} = clip(λ_k − Δ, 0, 1) if H_k < δ else clip(λ_k + Δ, 0, 1)   (δ = 0.2, Δ = 0.05, λ_0 = 0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SIREN — selective entropy regularisation (SPEC §1–§3), Qwen2.5-Math-7B.
+# SIREN — selective entropy regularisation (docs/methods.md §1–§3), Qwen2.5-Math-7B.
 #
 #   L = L_PG + β · (H̄ − H_0)²   with H̄ the nucleus (top-p) entropy of each response's peak-entropy
 #   tokens, and H_0 that same quantity measured once on the first rollout batch (the anchor).
@@ -24,7 +24,7 @@
 #   NNODES=2 GPUS_PER_NODE=8 MODEL_PATH=/models/Qwen2.5-Math-7B DATA_DIR=/data CKPT_DIR=/ckpt \
 #     recipes/qwen2.5-math-7b/siren.sh [--dry-run] [hydra.key=value ...]
 #   MODEL_SIZE=1.5b ...   the Qwen2.5-Math-1.5B variant (single node)
-# Ablations (SPEC §3), one extra argument each: entropy_control.without_top_p=true,
+# Ablations (docs/methods.md §3), one extra argument each: entropy_control.without_top_p=true,
 #   entropy_control.without_peak_mask=true, entropy_control.without_anchor=true,
 #   entropy_control.token_first=true. entropy_control.anchor=<nats> fixes H_0 instead of measuring it.
 set -euo pipefail
@@ -36,9 +36,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 METHOD_OVERRIDES=(
     entropy_control.method=siren
     entropy_control.coef=0.005          # β
-    entropy_control.top_p=0.8           # nucleus p (SPEC §1)
+    entropy_control.top_p=0.8           # nucleus p (docs/methods.md §1)
     entropy_control.boundary=exclusive  # the reference implementation's nucleus
-    entropy_control.peak_quantile=0.8   # per-response quantile q (SPEC §2)
+    entropy_control.peak_quantile=0.8   # per-response quantile q (docs/methods.md §2)
 )
 
 launch siren "$@"

@@ -1,4 +1,4 @@
-"""Benchmark: scoring 30 problems x 256 samples for avg@k, pass@k and maj@k (SPEC §9).
+"""Benchmark: scoring 30 problems x 256 samples for avg@k, pass@k and maj@k (docs/methods.md §9).
 
 Synthetic but realistic samples: each problem has a gold answer of one of several kinds (integer,
 fraction, radical, multiple of pi, polynomial, tuple); a sample is a few hundred words of

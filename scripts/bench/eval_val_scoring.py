@@ -1,4 +1,4 @@
-"""Benchmark: the in-training validation scoring (SPEC §9) of a 1.5k-problem x 16-sample validation.
+"""Benchmark: the in-training validation scoring (docs/methods.md §9) of a 1.5k-problem x 16-sample validation.
 
 What the trainer runs at every validation (`siren_verl.eval.validation.score_validation`): the
 reward's `pred` / `acc` per sample are taken as they are (verl computed them with the training

@@ -1,4 +1,4 @@
-"""Benchmark: reward judgements/s, siren_verl.reward vs verl's math_verify wrapper (SPEC §9).
+"""Benchmark: reward judgements/s, siren_verl.reward vs verl's math_verify wrapper (docs/methods.md §9).
 
 Workload (synthetic, realistic for GRPO on math): `--problems` problems x `--samples` responses.
 Each problem has a gold answer of one kind (integer, fraction, radical, multiple of pi, polynomial,

@@ -1,4 +1,4 @@
-"""`siren-verl prepare-data`: training / evaluation sets -> verl parquet files (SPEC §9).
+"""`siren-verl prepare-data`: training / evaluation sets -> verl parquet files (docs/methods.md §9).
 
     siren-verl prepare-data --out data/ --train openr1_math_46k \\
         --eval aime24 aime25 amc23 math500 olympiadbench minerva

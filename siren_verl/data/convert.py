@@ -1,4 +1,4 @@
-"""Rows of a math data set -> verl RL parquet rows (SPEC §9; verl `RLHFDataset` schema).
+"""Rows of a math data set -> verl RL parquet rows (docs/methods.md §9; verl `RLHFDataset` schema).
 
 Output columns: `data_source`, `prompt` ([{"role": "user", "content": problem + instruction}]),
 `ability` ("math"), `reward_model` {"style": "rule", "ground_truth"}, `extra_info`

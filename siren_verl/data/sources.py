@@ -1,4 +1,4 @@
-"""The training and evaluation sets `siren-verl prepare-data` knows (SPEC §9).
+"""The training and evaluation sets `siren-verl prepare-data` knows (docs/methods.md §9).
 
 | name            | kind  | default source (Hugging Face hub)           | config / split               | schema used                                      | sure? |
 |-----------------|-------|---------------------------------------------|------------------------------|--------------------------------------------------|-------|

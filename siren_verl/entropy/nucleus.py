@@ -1,6 +1,6 @@
-"""Exact nucleus (top-p) entropy with an analytic, recomputing backward — SPEC §1.
+"""Exact nucleus (top-p) entropy with an analytic, recomputing backward — docs/methods.md §1.
 
-Definitions (SPEC §1). For one row of logits ``z`` with ``π = softmax(z)`` sorted descending
+Definitions (docs/methods.md §1). For one row of logits ``z`` with ``π = softmax(z)`` sorted descending
 ``π(1) ≥ π(2) ≥ …`` and cumulative mass ``c_j = Σ_{k≤j} π(k)``:
 
 * ``j* = min{j : c_j ≥ p}``, threshold ``θ = π(j*)``;
@@ -12,7 +12,7 @@ Definitions (SPEC §1). For one row of logits ``z`` with ``π = softmax(z)`` sor
 * ``π̃ = π / Σ_u w(u) π(u)``, ``H^p = -Σ_v w(v) π̃(v) log π̃(v)``; empty ``N`` → 0; ``|N| = Σ_v w(v) = j* − 1``
   (exclusive; an integer).
 
-Gradient (SPEC §1): ``∂H^p/∂z_v = -w(v) π̃(v) (log π̃(v) + H^p)``; the weights are constants. For a tied
+Gradient (docs/methods.md §1): ``∂H^p/∂z_v = -w(v) π̃(v) (log π̃(v) + H^p)``; the weights are constants. For a tied
 token this is the average over which ``k_θ`` of the ``n_θ`` the reference would have kept. The backward
 recomputes everything from the saved logits plus a few numbers per row (row max, ``log Σ_N``, ``H^p``,
 threshold, tie weight), so no ``[T, V]`` intermediate lives between forward and backward.
@@ -224,7 +224,7 @@ def _hist_threshold(
     """Exact threshold for rows with large nuclei, via a per-row mass histogram (see module doc).
 
     x: logits [r, V]; s = z - max (finite); e: the masses, exp(s) or softmax(z) (any common scale).
-    Returns (theta_open, Σ_N w·e, Σ_N w·e·s, tie weight k_θ / n_θ, k_θ), the sums in float64 (SPEC §1
+    Returns (theta_open, Σ_N w·e, Σ_N w·e·s, tie weight k_θ / n_θ, k_θ), the sums in float64 (docs/methods.md §1
     weights: 1 above θ_open, the tie weight at θ_open; 0 and k_θ = 0 with the inclusive boundary).
     """
     cdt = x.dtype
@@ -242,7 +242,7 @@ def _hist_threshold(
     del q
 
     # Σ e per bucket accumulated in float64: a bucket can hold a large tie group (bf16 logits, uniform rows)
-    # and the tie rule (SPEC §1) counts its tokens against p·Σ e one by one, so the masses must be summed
+    # and the tie rule (docs/methods.md §1) counts its tokens against p·Σ e one by one, so the masses must be summed
     # as accurately as the candidates' below; Σ e·s only enters H^p (float32 per bucket is enough)
     hist = torch.zeros(rows, n_buckets, dtype=torch.float64, device=x.device)
     hist.scatter_add_(1, bucket, ws.get("wide", torch.float64, rows).copy_(e))
@@ -281,7 +281,7 @@ def _hist_threshold(
         k_tie = torch.zeros_like(j)
         tie_w = torch.zeros_like(theta)
     else:
-        # SPEC §1 ties: the first j* − 1 tokens are in N; the tied ones all share θ's bucket, so among the
+        # docs/methods.md §1 ties: the first j* − 1 tokens are in N; the tied ones all share θ's bucket, so among the
         # candidates (sorted) k_θ = j − |{z > θ}| and n_θ = |{z = θ}|
         k_tie = j - member.sum(-1)
         jj = j.unsqueeze(-1)
@@ -294,7 +294,7 @@ def _hist_threshold(
 
 class _Rows:
     """Per-row results for all rows (flattened leading dims). Nucleus sums are relative to the row max:
-    zn = Σ_N exp(s), sn = Σ_N exp(s)·s with s = z - max, so that H^p = log zn - sn / zn (SPEC §1)."""
+    zn = Σ_N exp(s), sn = Σ_N exp(s)·s with s = z - max, so that H^p = log zn - sn / zn (docs/methods.md §1)."""
 
     def __init__(self, n: int, k: int, cdt: torch.dtype, dev: torch.device, need_stats: bool, need_sparse: bool,
                  ws: _Workspace):
@@ -313,7 +313,7 @@ class _Rows:
         self.size = torch.empty(n, dtype=torch.int64, device=dev) if need_stats else None
         self.full = torch.empty(n, dtype=f64, device=dev) if need_stats else None
         self.sparse_idx = torch.empty(n, k, dtype=torch.int64, device=dev) if need_sparse else None
-        # exclusive boundary: weight k / n_θ of each token tied at θ (SPEC §1); 0 when no tied token is in N
+        # exclusive boundary: weight k / n_θ of each token tied at θ (docs/methods.md §1); 0 when no tied token is in N
         self.tie_w = torch.zeros(n, dtype=cdt, device=dev)
 
 
@@ -361,7 +361,7 @@ def _fast_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: slice
             if k < vocab:  # tokens tied with θ may lie beyond the k-th: resolved only when the k-th is outside N
                 ok &= top_val[:, -1] <= theta_f
         else:
-            # SPEC §1 ties: the first j* − 1 = j tokens are in N, so k_θ = j − |{z > θ}| of the tied ones
+            # docs/methods.md §1 ties: the first j* − 1 = j tokens are in N, so k_θ = j − |{z > θ}| of the tied ones
             k_tie = j.squeeze(-1) - size_f
             if k < vocab:  # n_θ needs every tied token inside the top-k (or none of them in N)
                 ok &= (top_val[:, -1] < theta) | (k_tie == 0)
@@ -411,7 +411,7 @@ def _hist_pass(x: Tensor, top_p: float, inclusive: bool, res: _Rows, rows: Tenso
 
 
 def _p_one_pass(x: Tensor, inclusive: bool, res: _Rows, rows: slice) -> None:
-    """p = 1 (SPEC §1): c_j reaches 1 at the last token with π > 0, so θ = the smallest finite logit."""
+    """p = 1 (docs/methods.md §1): c_j reaches 1 at the last token with π > 0, so θ = the smallest finite logit."""
     row_max = x.amax(dim=-1)
     if not bool(torch.isfinite(row_max).all()):
         x, res.nan[rows], res.posinf[rows], res.neginf[rows] = _sanitize(x, row_max)
@@ -424,7 +424,7 @@ def _p_one_pass(x: Tensor, inclusive: bool, res: _Rows, rows: slice) -> None:
     zn, sn = e_n.sum(-1).double(), torch.linalg.vecdot(e_n, s).double()
     size = member.sum(-1)
     if not inclusive:
-        # SPEC §1 ties: j* is the last token with π > 0, so k_θ = n_θ − 1 of the n_θ tokens tied at θ are in N
+        # docs/methods.md §1 ties: j* is the last token with π > 0, so k_θ = n_θ − 1 of the n_θ tokens tied at θ are in N
         n_tie = (x == theta_open.unsqueeze(-1)).sum(-1)
         k_tie = (n_tie - 1).clamp_(min=0)
         s_t = (theta_open - row_max).clamp(min=_NEG_BIG).double()
@@ -525,7 +525,7 @@ def _run_forward(
 
 
 def _dense_grad(x: Tensor, g: Tensor, p: _Saved, out: Tensor | None, ws: _Workspace) -> Tensor:
-    """SPEC §1: g · ∂H^p/∂z = -g · w · π̃ (log π̃ + H^p) with the weights w (1 on {z > theta_open}, the
+    """docs/methods.md §1: g · ∂H^p/∂z = -g · w · π̃ (log π̃ + H^p) with the weights w (1 on {z > theta_open}, the
     tie weight on {z = theta_open}, 0 elsewhere).
 
     x: logits rows [r, V] in the compute dtype; p: the saved per-row values of these rows.
@@ -534,7 +534,7 @@ def _dense_grad(x: Tensor, g: Tensor, p: _Saved, out: Tensor | None, ws: _Worksp
     grad = _dense_grad_above(x, g.unsqueeze(-1), p, out, ws)
     tied = p.tie_w > 0
     if bool(tied.any()):
-        # exclusive ties (SPEC §1): tokens at θ carry the constant weight k_θ / n_θ; log π̃ there is
+        # exclusive ties (docs/methods.md §1): tokens at θ carry the constant weight k_θ / n_θ; log π̃ there is
         # κ = θ - max - log Σ_N, the same for all of them, so the row's tied gradient is one number
         idx = tied.nonzero().squeeze(-1)
         # clamped like s = z - max (an overflowing range gives -inf, and 0 · -inf would be NaN)
@@ -577,7 +577,7 @@ def _sparse_grad_into(grad_rows: Tensor, seg: Tensor, start: int, g_all: Tensor,
     vals = seg[local.unsqueeze(-1), p.sparse_idx].to(p.row_max.dtype)
     log_pt = (vals - p.row_max.unsqueeze(-1)).clamp_(min=_NEG_BIG) - p.log_zn.unsqueeze(-1)
     grad = -g_all[rows].unsqueeze(-1) * log_pt.exp() * (log_pt + p.entropy.unsqueeze(-1))
-    # SPEC §1 weights (constants): 1 above θ_open, k_θ / n_θ at it, 0 below
+    # docs/methods.md §1 weights (constants): 1 above θ_open, k_θ / n_θ at it, 0 below
     theta = p.theta_open.unsqueeze(-1)
     weight = torch.where(vals > theta, 1.0, torch.where(vals == theta, p.tie_w.unsqueeze(-1), 0.0))
     grad = (grad * weight).to(grad_rows.dtype)
@@ -638,7 +638,7 @@ class _NucleusEntropy(torch.autograd.Function):
 
 
 # --------------------------------------------------------------------------------------------------
-# public API (SPEC §10)
+# public API (docs/methods.md §10)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -653,7 +653,7 @@ def _triton_path(logits: Tensor) -> bool:
 def nucleus_entropy(
     logits: Tensor, top_p: float = 0.8, boundary: str = "exclusive", chunk_size: int | None = None
 ) -> Tensor:
-    """Exact nucleus (top-p) entropy ``H^p`` per token (SPEC §1), differentiable w.r.t. ``logits``.
+    """Exact nucleus (top-p) entropy ``H^p`` per token (docs/methods.md §1), differentiable w.r.t. ``logits``.
 
     Args:
         logits: ``[..., V]`` floating tensor (any float dtype; computed in float32, float64 kept).
@@ -687,7 +687,7 @@ def nucleus_entropy(
 def nucleus_stats(
     logits: Tensor, top_p: float = 0.8, boundary: str = "exclusive", chunk_size: int | None = None
 ) -> NucleusStats:
-    """Nucleus entropy, nucleus size ``|N|`` and full entropy per token, without gradient (SPEC §1)."""
+    """Nucleus entropy, nucleus size ``|N|`` and full entropy per token, without gradient (docs/methods.md §1)."""
     _check_args(logits, top_p, boundary, chunk_size)
     inclusive = boundary == "inclusive"
     block = _block_rows(logits.shape[-1], chunk_size)

@@ -1,4 +1,4 @@
-"""Exact nucleus (top-p) entropy as Triton kernels, forward and backward — SPEC §1.
+"""Exact nucleus (top-p) entropy as Triton kernels, forward and backward — docs/methods.md §1.
 
 Same maths as :mod:`siren_verl.entropy.nucleus` (the torch path), on the GPU at the cost of a few reads
 of the logits. One Triton program handles one row (token) and works out everything for it without
@@ -10,7 +10,7 @@ Forward kernel, per row ``z``:
 * pass A (one read): online softmax statistics — row max ``m``, ``Z = Σ e`` and ``S = Σ e·(z - m)`` with
   ``e = exp(z - m)`` (full entropy ``log Z - S / Z``), the two largest distinct values ``m > m2`` with
   their tie counts, and whether a NaN or ``+inf`` occurs (then a second, rare read counts them).
-* threshold (SPEC §1: ``θ = π(j*)``, ``j* = min{j : c_j ≥ p}`` in descending order). ``θ`` is the largest
+* threshold (docs/methods.md §1: ``θ = π(j*)``, ``j* = min{j : c_j ≥ p}`` in descending order). ``θ`` is the largest
   logit value ``x`` of the row with ``F(x) = Σ_{z_u ≥ x} e_u ≥ p·Z``; comparing logits is comparing
   probabilities, so ties are exact. Decided without any further read when the max's ties hold ``p·Z``
   (``θ = m``: a near-deterministic token) or the two largest values do (``θ = m2``: a fork), and for
@@ -27,7 +27,7 @@ Forward kernel, per row ``z``:
   ``(1-p)Z/e``, so ``θ`` is above it.
 * nucleus (one read, skipped when ``N`` is the ties of ``m`` or of ``m`` and ``m2``): ``Zn = Σ_v w e``,
   ``Sn = Σ_v w e·(z - m)``, ``|N| = Σ_v w``; ``H^p = log Zn - Sn / Zn``. Inclusive: ``w = 1`` on
-  ``{key ≥ key(θ)}``. Exclusive (SPEC §1 ties): ``w = 1`` on ``{key > key(θ)}`` and ``k_θ / n_θ`` on the
+  ``{key ≥ key(θ)}``. Exclusive (docs/methods.md §1 ties): ``w = 1`` on ``{key > key(θ)}`` and ``k_θ / n_θ`` on the
   ``n_θ`` tokens with ``key = key(θ)`` (counted in the same read), where ``k_θ = j* − 1 − |{key > key(θ)}|``
   is the number of ``i ≥ 1`` with ``F_above + i·e^(θ - m) < p·Z`` (``n_θ − 1`` for ``p = 1``). An empty
   nucleus gives ``H^p = 0`` and a zero gradient.
@@ -35,7 +35,7 @@ Forward kernel, per row ``z``:
 Saved per row for the backward (no ``[T, V]`` tensor): row max, ``log Zn``, ``H^p``, the cut key
 (weight 1 on ``{key > cut}``), the tie weight (on ``{key = cut}``) and a row kind. Backward kernel (one
 read, one write) recomputes from the logits: ``∂H^p/∂z_v = -w(v) π̃(v) (log π̃(v) + H^p)`` with
-``log π̃(v) = z_v - m - log Zn``, the weights constants (SPEC §1); rows with a zero upstream gradient or
+``log π̃(v) = z_v - m - log Zn``, the weights constants (docs/methods.md §1); rows with a zero upstream gradient or
 an empty nucleus only write zeros.
 
 Numerics and special rows follow the torch path: probabilities are float32 ``exp(z - m)``; masses are
@@ -202,7 +202,7 @@ def _nucleus_fwd_kernel(
     NEG_INF = float("-inf")
     POS_INF = float("inf")
 
-    # ---- pass A: online softmax statistics (SPEC §1: π = softmax(z)) --------------------------------
+    # ---- pass A: online softmax statistics (docs/methods.md §1: π = softmax(z)) --------------------------------
     m = NEG_INF  # running max over finite logits
     n_at_max = 0  # logits equal to m
     m2 = NEG_INF  # largest finite logit below m
@@ -263,7 +263,7 @@ def _nucleus_fwd_kernel(
         size = tl.where(n_pinf > 0, n_pinf, 0)
     else:
         # uniform over the n +inf tokens, all tied at θ = 1/n: j* = ⌈p n⌉ (n at p = 1), k_θ = j* − 1 of
-        # them are in N (SPEC §1 ties), H^p = log k_θ
+        # them are in N (docs/methods.md §1 ties), H^p = log k_θ
         n_inf64 = n_pinf.to(tl.float64)
         if P_IS_ONE:
             k_inf = tl.maximum(n_pinf - 1, 0)
@@ -292,7 +292,7 @@ def _nucleus_fwd_kernel(
         f2 = f1 + n_at_m2.to(tl.float64) * e2.to(tl.float64)  # F(m2)
         z64 = z_sum.to(tl.float64)
         target = z64 * p_hi + z64 * p_lo  # p·Z (p = p_hi + p_lo to float64 precision)
-        # ---- threshold: theta = the largest logit x with F(x) >= p Z (SPEC §1), as a key ------------
+        # ---- threshold: theta = the largest logit x with F(x) >= p Z (docs/methods.md §1), as a key ------------
         if P_IS_ONE:
             theta = _monotone_key(z_min.to(in_dt))  # c_j reaches 1 at the smallest finite logit
         elif f1 >= target:
@@ -349,7 +349,7 @@ def _nucleus_fwd_kernel(
             theta = lo.to(tl.int32)
 
         # ---- the nucleus: weight 1 on {key > cut}: Σ e, Σ e (z - m), count --------------------------
-        # exclusive ties (SPEC §1): of the n_θ tokens at θ (key == cut), k_θ = j* − 1 − |{key > cut}| are
+        # exclusive ties (docs/methods.md §1): of the n_θ tokens at θ (key == cut), k_θ = j* − 1 − |{key > cut}| are
         # in N; they share the weight k_θ / n_θ. Needs F_above = Σ_{key > cut} e, n_θ and e_θ = e^(θ - m).
         if INCLUSIVE:
             cut = theta - 1
@@ -447,7 +447,7 @@ def _nucleus_bwd_kernel(
     kind = tl.load(kind_ptr + row)
     g = tl.load(g_ptr + row)
     if (kind == 0) & (g != 0.0):
-        # SPEC §1: dH^p/dz_v = -w(v) π̃(v) (log π̃(v) + H^p), log π̃(v) = z_v - m - log Zn; the weights
+        # docs/methods.md §1: dH^p/dz_v = -w(v) π̃(v) (log π̃(v) + H^p), log π̃(v) = z_v - m - log Zn; the weights
         # are constants: 1 on {key > cut}, k_θ / n_θ on {key == cut} (exclusive ties), 0 elsewhere
         h = tl.load(ent_ptr + row)
         m = tl.load(rowmax_ptr + row)
@@ -574,7 +574,7 @@ def _launch_forward(
 def nucleus_entropy_triton_forward(
     logits2d: Tensor, top_p: float = 0.8, boundary: str = "exclusive"
 ) -> tuple[Tensor, Tensor, Tensor, NucleusKernelAux]:
-    """Nucleus entropy ``H^p``, nucleus size ``|N|`` and full entropy per row (SPEC §1), no autograd.
+    """Nucleus entropy ``H^p``, nucleus size ``|N|`` and full entropy per row (docs/methods.md §1), no autograd.
 
     Args:
         logits2d: ``[T, V]`` float32 / bfloat16 / float16 logits on a CUDA device (CPU only under
@@ -594,7 +594,7 @@ def nucleus_entropy_triton_forward(
 def nucleus_entropy_triton_backward(
     logits2d: Tensor, grad_h: Tensor, *aux: Tensor, block: int = _BLOCK, num_warps: int = _NUM_WARPS
 ) -> Tensor:
-    """Gradient of ``Σ_t grad_h[t] · H^p[t]`` w.r.t. ``logits2d`` (SPEC §1), dtype of ``logits2d``.
+    """Gradient of ``Σ_t grad_h[t] · H^p[t]`` w.r.t. ``logits2d`` (docs/methods.md §1), dtype of ``logits2d``.
 
     ``aux`` is the :class:`NucleusKernelAux` returned by :func:`nucleus_entropy_triton_forward` for the
     same logits (either as one tuple or unpacked). Recomputes from the logits; one read, one write.
@@ -648,7 +648,7 @@ class _NucleusEntropyTriton(torch.autograd.Function):
 
 
 def nucleus_entropy_triton(logits: Tensor, top_p: float = 0.8, boundary: str = "exclusive") -> Tensor:
-    """``nucleus_entropy`` (SPEC §10) on the Triton kernels: ``logits`` ``[..., V]`` → float32 ``[...]``,
+    """``nucleus_entropy`` (docs/methods.md §10) on the Triton kernels: ``logits`` ``[..., V]`` → float32 ``[...]``,
     differentiable w.r.t. ``logits`` (backward by the kernel, nothing ``[T, V]`` saved but the logits)."""
     check_top_p_boundary(top_p, boundary)
     if logits.dim() < 1:

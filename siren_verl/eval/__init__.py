@@ -1,6 +1,6 @@
-"""Evaluation: sampling n responses per problem, avg@k / pass@k / maj@k scoring, comparison (SPEC §9).
+"""Evaluation: sampling n responses per problem, avg@k / pass@k / maj@k scoring, comparison (docs/methods.md §9).
 
-Public interface (SPEC §10): `pass_at_k(n, c, k)`, `score_samples(...)`. The command line is
+Public interface (docs/methods.md §10): `pass_at_k(n, c, k)`, `score_samples(...)`. The command line is
 `siren-verl eval` (`siren_verl.eval.cli:main`). Nothing heavy (torch, transformers, vllm) is
 imported here.
 """

@@ -1,4 +1,4 @@
-"""`siren-verl eval`: generate samples, score them (avg@k / pass@k / maj@k), compare runs (SPEC §9).
+"""`siren-verl eval`: generate samples, score them (avg@k / pass@k / maj@k), compare runs (docs/methods.md §9).
 
 siren-verl eval generate --model M --data a.parquet b.parquet --output samples.jsonl [--n 16]
 siren-verl eval score samples.jsonl [--k 1,4,16] [--output-dir DIR]
@@ -51,7 +51,7 @@ def _add_generate_args(p: argparse.ArgumentParser, output_required: bool) -> Non
         g.add_argument(
             "--output", required=True, help="samples JSONL (one line per problem; appended, resumable)"
         )
-    s = p.add_argument_group("sampling (SPEC §9)")
+    s = p.add_argument_group("sampling (docs/methods.md §9)")
     s.add_argument("--n", type=int, default=16, help="samples per problem (default 16)")
     s.add_argument("--temperature", type=float, default=0.6)
     s.add_argument("--top-p", type=float, default=0.95)

@@ -1,4 +1,4 @@
-"""Sampling n responses per problem for evaluation (SPEC §9).
+"""Sampling n responses per problem for evaluation (docs/methods.md §9).
 
 Two backends behind one interface (`Backend.generate(jobs) -> samples per job`):
 - `vllm`: vLLM offline inference on GPU (imported lazily; tensor parallel inside one process, data
@@ -140,7 +140,7 @@ class SamplingSettings:
 
     model: str
     n: int = 16
-    temperature: float = 0.6  # SPEC §9
+    temperature: float = 0.6  # docs/methods.md §9
     top_p: float = 0.95
     top_k: int = -1  # -1: off
     max_tokens: int = 32768

@@ -1,4 +1,4 @@
-"""Per-problem evaluation metrics (SPEC §9): avg@k, unbiased pass@k, maj@k, response diversity.
+"""Per-problem evaluation metrics (docs/methods.md §9): avg@k, unbiased pass@k, maj@k, response diversity.
 
 Pure python, no heavy imports. Answer equivalence is injected (`Equivalence`), so the functions
 here are testable with any deterministic judge; `siren_verl.eval.scoring` supplies the math-verify
@@ -26,7 +26,7 @@ def _check_int(name: str, value, minimum: int) -> int:
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k estimator 1 - C(n-c, k) / C(n, k) (SPEC §9; Chen et al. 2021).
+    """Unbiased pass@k estimator 1 - C(n-c, k) / C(n, k) (docs/methods.md §9; Chen et al. 2021).
 
     `n` samples of which `c` are correct, `1 <= k <= n`. Computed in the numerically stable
     product form 1 - prod_{i=n-c+1}^{n} (1 - k/i), which never forms a large binomial.
@@ -47,7 +47,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def avg_at_k(correct: Sequence[bool], k: int) -> float:
-    """Mean accuracy of the first `k` samples (SPEC §9)."""
+    """Mean accuracy of the first `k` samples (docs/methods.md §9)."""
     _check_int("k", k, 1)
     if k > len(correct):
         raise ValueError(f"k={k}: must be in [1, n={len(correct)}] (avg@k needs at least k samples)")
@@ -174,7 +174,7 @@ def cluster_answers_many(
     known_correct: Sequence[Sequence[bool] | None] | None = None,
     form_key: Callable[[str], tuple[object, str]] | None = None,
 ) -> list[AnswerClusters]:
-    """Group each problem's answers by equivalence with few judgements (SPEC §9, maj@k), batching
+    """Group each problem's answers by equivalence with few judgements (docs/methods.md §9, maj@k), batching
     the judgements of many problems into few `judge(pairs)` calls (a parallel judge pool).
 
     Per problem (answers, ground truth):
@@ -306,7 +306,7 @@ def majority_cluster(cluster_of: Sequence[int | None], k: int) -> int | None:
 
 
 def maj_at_k(clusters: AnswerClusters, k: int) -> float:
-    """1.0 when the majority answer of the first k samples is correct (SPEC §9)."""
+    """1.0 when the majority answer of the first k samples is correct (docs/methods.md §9)."""
     winner = majority_cluster(clusters.cluster_of, k)
     return float(winner is not None and clusters.cluster_correct[winner])
 

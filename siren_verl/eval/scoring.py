@@ -1,4 +1,4 @@
-"""Scoring a samples file: avg@k, pass@k, maj@k and response diversity per benchmark (SPEC §9).
+"""Scoring a samples file: avg@k, pass@k, maj@k and response diversity per benchmark (docs/methods.md §9).
 
 `score_samples(records, ks)` -> a report dict (JSON-ready)::
 
@@ -147,7 +147,7 @@ def reward_extractor(fallback: bool | None = None) -> Extractor:
 
 class _CountingJudge:
     """Wraps a batch judge: counts judgements; a judge that raises counts every pair of the batch
-    as 'not equivalent' and as an error (SPEC §9: a failed judgement scores as incorrect, it never
+    as 'not equivalent' and as an error (docs/methods.md §9: a failed judgement scores as incorrect, it never
     crashes the evaluation)."""
 
     def __init__(self, judge: BatchEquivalence):
@@ -284,7 +284,7 @@ def score_samples(
     ngram_diversity: bool = True,
 ) -> dict:
     """Score samples (records, or samples JSONL path(s)) per benchmark (= data_source) and on
-    average over benchmarks (SPEC §9). `ks` defaults to 1, 2, 4, ... up to the smallest n.
+    average over benchmarks (docs/methods.md §9). `ks` defaults to 1, 2, 4, ... up to the smallest n.
 
     Answers come from `extract(text) -> str | None` (default `siren_verl.reward.extract_answer`),
     unless a record carries them (`"answers"`, and optionally the verdicts against the ground truth

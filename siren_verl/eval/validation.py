@@ -1,4 +1,4 @@
-"""The papers' metrics at every validation during training (SPEC §9 / docs/methods.md §9).
+"""The papers' metrics at every validation during training (docs/methods.md §9 / docs/methods.md §9).
 
 verl's validation (`trainer.val_before_train`, every `trainer.test_freq` steps) samples
 `actor_rollout_ref.rollout.val_kwargs.n` responses per validation problem and scores each with the

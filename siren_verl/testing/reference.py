@@ -1,4 +1,4 @@
-"""Brute-force float64 reference implementations of SPEC §1-§3, for tests only.
+"""Brute-force float64 reference implementations of docs/methods.md §1-§3, for tests only.
 
 Deliberately naive (sort, mask, plain autograd, Python loops over rows) and independent of
 `siren_verl.entropy`, so that tests compare two different computations.
@@ -104,7 +104,7 @@ def nucleus_entropy_tie_orders(z: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def nucleus_entropy_bruteforce(logits: torch.Tensor, top_p: float, boundary: str = "exclusive") -> torch.Tensor:
-    """SPEC §1 (docs/methods.md §1) row by row, float64, shape ``logits.shape[:-1]``; differentiable
+    """docs/methods.md §1 (docs/methods.md §1) row by row, float64, shape ``logits.shape[:-1]``; differentiable
     by plain autograd with the tie-order-averaged gradient (see the module doc)."""
     rows = logits.reshape(-1, logits.shape[-1])
     out = [nucleus_row_reference(rows[r], top_p, boundary)[0] for r in range(rows.shape[0])]
@@ -119,7 +119,7 @@ def full_entropy(logits: torch.Tensor) -> torch.Tensor:
 def peak_mask_reference(
     entropy: torch.Tensor, response_mask: torch.Tensor, quantile: float, upper_quantile: float | None = None
 ) -> torch.Tensor:
-    """SPEC §2 row by row with torch.quantile (linear interpolation), strict `>`."""
+    """docs/methods.md §2 row by row with torch.quantile (linear interpolation), strict `>`."""
     out = torch.zeros_like(response_mask, dtype=torch.bool)
     for i in range(entropy.shape[0]):
         valid = response_mask[i].bool()
@@ -135,7 +135,7 @@ def peak_mask_reference(
 
 
 def seq_mean_token_mean_reference(values: torch.Tensor, mask: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """SPEC §3 H̄ over the responses that have response tokens (empty selection counts as 0)."""
+    """docs/methods.md §3 H̄ over the responses that have response tokens (empty selection counts as 0)."""
     terms = []
     for i in range(values.shape[0]):
         if int(response_mask[i].sum()) == 0:
@@ -148,7 +148,7 @@ def seq_mean_token_mean_reference(values: torch.Tensor, mask: torch.Tensor, resp
 
 
 def nucleus_size_bruteforce(logits: torch.Tensor, top_p: float, boundary: str = "exclusive") -> torch.Tensor:
-    """|N| of SPEC §1 (the number of tokens the reference keeps), float64, shape ``logits.shape[:-1]``."""
+    """|N| of docs/methods.md §1 (the number of tokens the reference keeps), float64, shape ``logits.shape[:-1]``."""
     rows = logits.reshape(-1, logits.shape[-1])
     sizes = [float(nucleus_row_reference(rows[r].detach(), top_p, boundary)[1]) for r in range(rows.shape[0])]
     return torch.tensor(sizes, dtype=torch.float64).reshape(logits.shape[:-1])

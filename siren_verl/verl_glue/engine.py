@@ -5,7 +5,7 @@ This subclass calls verl's method unchanged and then, ONLY when the micro-batch 
 non-tensor metadata `siren_entropy = {"top_p", "boundary", "chunk_size"}`), computes from the same
 temperature-scaled logits:
 
-* training pass (grad enabled): `siren_nucleus_entropy` = H^p, differentiable (SPEC §1);
+* training pass (grad enabled): `siren_nucleus_entropy` = H^p, differentiable (docs/methods.md §1);
 * inference pass (old-log-prob, no grad): `siren_nucleus_entropy` and `siren_nucleus_size` (|N|).
 
 They are returned in verl's layout for `entropy`: nested/jagged over each sequence's full length

@@ -10,7 +10,7 @@
 * `_compute_old_log_prob`: asks the engine for nucleus entropies when the method uses them;
 * `_update_actor` (after advantages): fetches the whole global batch's entropies, advantages,
   rewards and uids from TransferQueue, runs `EntropyController.observe`, writes the per-sample /
-  per-token values back (extra batch fields), sends the scalars as batch metadata, logs SPEC §8;
+  per-token values back (extra batch fields), sends the scalars as batch metadata, logs docs/methods.md §8;
 * `_save_checkpoint` / `_load_checkpoint`: the controller state beside verl's checkpoint
   (`global_step_N/entropy_control.json`, written atomically BEFORE verl marks the step as the
   latest checkpoint, so a run killed mid-save resumes from a complete previous step).
@@ -237,7 +237,7 @@ REWARD_FLAG_FIELDS = ("reward_timeout", "reward_parse_failure")
 
 
 def reward_flag_metrics(fields: dict[str, list], rows: list[int]) -> dict[str, float]:
-    """`reward/timeouts`, `reward/parse_failures` (SPEC §9: counted, never fatal) over the real rows of
+    """`reward/timeouts`, `reward/parse_failures` (docs/methods.md §9: counted, never fatal) over the real rows of
     a step. `fields` maps a flag name, or "extra_fields" (per-sample dicts holding
     `reward_extra_info`), to per-sample values. Other reward functions have no flags: no metric."""
     from siren_verl.reward import training_counter_metrics
@@ -338,7 +338,7 @@ def _make_trainer_class():
             actor_metrics = {}
             batch = super()._update_actor(batch, actor_metrics)
             for key, value in actor_metrics.items():
-                # the loss logs SPEC §8 names; verl prefixes every update metric with "actor/"
+                # the loss logs docs/methods.md §8 names; verl prefixes every update metric with "actor/"
                 metrics[key[len("actor/") :] if key.startswith("actor/entropy/") else key] = value
             for key in (SIREN_STEP_KEY, SIREN_ENTROPY_KEY):
                 batch.extra_info.pop(key, None)
@@ -410,7 +410,7 @@ def _make_trainer_class():
                 shaped[idx] = values.advantages.to(shaped.dtype)
                 put["advantages"] = response_to_nested(shaped, response_mask_nested)
             if values.token_weights is not None:
-                # PAR / forking-token weights times any rollout IS weights already there (SPEC §5)
+                # PAR / forking-token weights times any rollout IS weights already there (docs/methods.md §5)
                 rollout_is = response_level("rollout_is_weights") if "rollout_is_weights" in data.keys() else None
                 weights = combine_token_weights(full_rows(values.token_weights.float(), 1.0), rollout_is)
                 put["rollout_is_weights"] = response_to_nested(weights, response_mask_nested)
@@ -455,7 +455,7 @@ def _make_trainer_class():
                 context=report.context,
             )
 
-        # ---- validation: avg@k / pass@k / maj@k (SPEC §9), siren_verl/eval/validation.py -----
+        # ---- validation: avg@k / pass@k / maj@k (docs/methods.md §9), siren_verl/eval/validation.py -----
         def _validate(self):
             from siren_verl.eval.validation import ValidationCapture
 

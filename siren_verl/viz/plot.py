@@ -1,6 +1,6 @@
 """`siren-verl plot`: training curves of one or more runs, overlaid, one panel per quantity.
 
-Default panels (metric names from SPEC §8 and verl 0.9.1's ``metric_utils`` / validation):
+Default panels (metric names from docs/methods.md §8 and verl 0.9.1's ``metric_utils`` / validation):
 
 ========================  =======================================================================
 Entropy                   ``entropy/full_mean``, ``entropy/nucleus_mean``, ``entropy/selected_mean``
@@ -119,7 +119,7 @@ def _val_siren(kind: str, sources: Sequence[str] | None) -> Callable[[RunLog], l
 
 
 def validation_panels(sources: Sequence[str] | None = (VAL_AVERAGE,)) -> tuple[Panel, ...]:
-    """Validation pass@k, maj@k and avg@k against step, one panel each (SPEC §9). `sources`: data
+    """Validation pass@k, maj@k and avg@k against step, one panel each (docs/methods.md §9). `sources`: data
     sources to draw (default: the mean over benchmarks; None: every benchmark)."""
     return tuple(
         Panel(f"Validation {kind}@k", ylabel, _val_siren(kind, sources), smooth=False, markers=True)

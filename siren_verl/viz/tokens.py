@@ -2,7 +2,7 @@
 
 Recording side (called by the training driver every ``entropy_control.forking_report.every_n_steps``
 steps; 0 = off): :func:`top_entropy_tokens` picks the ``top_n`` highest full-entropy *valid* response
-tokens of a batch (SPEC §1 full entropy; ``response_mask`` = 1 marks valid tokens, padding is never
+tokens of a batch (docs/methods.md §1 full entropy; ``response_mask`` = 1 marks valid tokens, padding is never
 picked) with ``context`` valid tokens decoded on each side; :func:`append_records` appends them as
 JSON lines to ``RUN_DIR/forking_tokens.jsonl``. :func:`record_forking_tokens` does both, gated on
 the step.

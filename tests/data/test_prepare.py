@@ -1,4 +1,4 @@
-"""prepare-data end to end on fixture files, and its parts (SPEC §9)."""
+"""prepare-data end to end on fixture files, and its parts (docs/methods.md §9)."""
 
 from __future__ import annotations
 

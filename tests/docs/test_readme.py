@@ -217,6 +217,19 @@ def block_recipe_launch(block, sandbox):
     assert f"bash {cwd}/recipes/qwen2.5-math-7b/siren.sh" in submitted
 
 
+def block_smoke_cpu(block, sandbox):
+    """The SMOKE=cpu lines through each recipe's own --dry-run (the real 2-step runs of every recipe are
+    tests/e2e/test_recipes.py): the swapped command names the CPU settings and the recipe's method."""
+    cwd, env = sandbox
+    lines = [
+        line if "--dry-run" in line or not line.strip() else re.sub(r"(\.sh(?: [a-z_]+)?)", r"\1 --dry-run", line, count=1)
+        for line in block.splitlines()
+    ]
+    proc = run_block("\n".join(lines), cwd, env)
+    assert proc.stdout.count("rollout.name=hf") == 3, proc.stdout[-2000:]
+    assert proc.stdout.count("entropy_control.method=siren") == 2 and "entropy_control.method=none" in proc.stdout
+
+
 HANDLERS = {
     "bash scripts/quickstart.sh": block_fresh_machine,
     "siren-verl train --config-name cpu_smoke": block_cpu_by_hand,
@@ -229,6 +242,7 @@ HANDLERS = {
     "siren-verl plot runs/": block_plot_tokens,
     "docker run": block_docker,
     "NNODES=2 GPUS_PER_NODE=8": block_recipe_launch,
+    "SMOKE=cpu recipes/": block_smoke_cpu,
 }
 
 

@@ -78,7 +78,7 @@ def read_metrics(path) -> dict[int, dict]:
 
 
 def split_metrics(step: dict) -> list[str]:
-    """The SPEC §8 split metrics a step must log, given what its batch held (correct / incorrect
+    """The docs/methods.md §8 split metrics a step must log, given what its batch held (correct / incorrect
     responses, positive / negative advantages); the others must be omitted."""
     names = []
     if step["critic/score/max"] >= 0.5:

@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
-# SPEC §8 metrics SIREN has every step, and those that need both kinds of responses in the batch
+# docs/methods.md §8 metrics SIREN has every step, and those that need both kinds of responses in the batch
 SIREN_ALWAYS = [
     "entropy/full_mean",
     "entropy/full_p50",

@@ -4,10 +4,10 @@ algorithm settings -- dynamic batch size with a per-rank token budget, several m
 remove-padding, gradient checkpointing, validation before training and at step 2 with n = 2, the
 math reward (`siren_verl.reward`) on the embedded math toy, a checkpoint at step 2.
 
-Each recipe: 2 steps that log its SPEC §8 metrics (and omit the ones it lacks), validation metrics
+Each recipe: 2 steps that log its docs/methods.md §8 metrics (and omit the ones it lacks), validation metrics
 per benchmark before training and at step 2, the reward's counters, controller state in the
 checkpoint. SIREN, AER and PAR then resume for a 3rd step whose controller values continue the
-checkpointed state by the spec's recurrences (SPEC §4-§6, recomputed here from the logged values,
+checkpointed state by the spec's recurrences (docs/methods.md §4-§6, recomputed here from the logged values,
 independently of the controller). The 1.5B wrapper runs one method the same way. SIREN with PAR's
 token weighting and SIREN's ablations run 2 steps through siren.sh's pass-through overrides.
 (These replace the cpu_smoke-preset runs of every method that tests/e2e/test_presets.py made.)
@@ -24,7 +24,7 @@ import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
-# every method gets the driver's entropy statistics (SPEC §8), `none` included
+# every method gets the driver's entropy statistics (docs/methods.md §8), `none` included
 FULL = ["entropy/full_mean", "entropy/full_p50", "entropy/full_p90", "entropy/full_p99"]
 NUCLEUS = ["entropy/nucleus_mean", "entropy/nucleus_size_mean"]
 REG = ["entropy/coef", "entropy/reg_loss"]  # methods with an entropy regulariser
@@ -99,7 +99,7 @@ def check_logged(case: Case, steps: dict[int, dict], split_metrics) -> None:
         missing = [k for k in expected if k not in s]
         assert not missing, f"{case.id} step {n} lacks {missing}"
         extra = [k for k in SPEC_METRICS if k in s and k not in expected]
-        assert not extra, f"{case.id} step {n} logs {extra}, quantities it does not have (SPEC §8: omit)"
+        assert not extra, f"{case.id} step {n} logs {extra}, quantities it does not have (docs/methods.md §8: omit)"
         assert 0 < s["entropy/full_mean"] <= LN_VOCAB
         if "entropy/selected_frac" in s:
             assert 0 < s["entropy/selected_frac"] <= 1
@@ -142,16 +142,16 @@ def expected_next(case: Case, step: dict, state: dict, values: dict[str, str]) -
     def num(key):
         return float(values[f"entropy_control.{key}"])
 
-    if case.method == "aer":  # SPEC §4.2: α_{k+1} = clip(α_k + η(H* − H_k), 0, α_max), H* = ρ·H_0
+    if case.method == "aer":  # docs/methods.md §4.2: α_{k+1} = clip(α_k + η(H* − H_k), 0, α_max), H* = ρ·H_0
         assert values["entropy_control.aer.anchored_target"].lower() == "true"
         target = num("aer.rho_target") * state["anchor"]
         alpha = step["entropy/coef"] + num("aer.eta") * (target - h_k)
         return {"entropy/coef": min(max(alpha, 0.0), num("aer.alpha_max"))}
-    if case.method == "adaptive_target":  # SPEC §6: c_{k+1} = max(0, c_k + Δ·sign(H* − H_k))
+    if case.method == "adaptive_target":  # docs/methods.md §6: c_{k+1} = max(0, c_k + Δ·sign(H* − H_k))
         target = num("adaptive_target.target")
         sign = (target > h_k) - (target < h_k)
         return {"entropy/coef": max(0.0, step["entropy/coef"] + num("adaptive_target.delta") * sign)}
-    if case.method == "par":  # SPEC §5 entropy-guided: λ_{k+1} = min(1, λ_k + Δ) while H_k ≥ δ
+    if case.method == "par":  # docs/methods.md §5 entropy-guided: λ_{k+1} = min(1, λ_k + Δ) while H_k ≥ δ
         assert values["entropy_control.par.schedule"] == "entropy_guided"
         assert h_k >= num("par.delta")
         return {"entropy/pos_adv_weight": min(1.0, step["entropy/pos_adv_weight"] + num("par.step"))}

@@ -1,4 +1,4 @@
-"""nucleus_entropy / nucleus_stats (SPEC §1) against an independent float64 brute force."""
+"""nucleus_entropy / nucleus_stats (docs/methods.md §1) against an independent float64 brute force."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def _h(*q: float) -> float:
     return -sum(x * math.log(x) for x in q)
 
 
-# (p, |N|, H^p, k, n_θ): k = j* − 1 − |{π > θ}| of the n_θ tokens tied at θ are in N (SPEC §1).
+# (p, |N|, H^p, k, n_θ): k = j* − 1 − |{π > θ}| of the n_θ tokens tied at θ are in N (docs/methods.md §1).
 # k = n_θ cannot happen: the token at j* is tied at θ and is never kept, so k = n_θ − 1 is the top case.
 TIE_CASES = [
     (0.4, 1, 0.0, 0, 3),  # θ = 1/6, k = 0: none of the tied tokens
@@ -527,7 +527,7 @@ def test_argument_errors(fn) -> None:
 
 
 def test_backward_keeps_no_vocab_sized_intermediates() -> None:
-    # SPEC §1: the backward recomputes from the logits; only per-token values (and the fast path's
+    # docs/methods.md §1: the backward recomputes from the logits; only per-token values (and the fast path's
     # top-k indices) are saved besides the logits themselves
     z = torch.cat([make_logits("peaked", 6, 3000, 16), make_logits("near_uniform", 6, 3000, 17)])
     x = z.clone().requires_grad_(True)
@@ -539,7 +539,7 @@ def test_backward_keeps_no_vocab_sized_intermediates() -> None:
 
 
 def test_every_vocab_sized_step_works_on_at_most_chunk_size_rows(monkeypatch) -> None:
-    # SPEC §1: extra memory bounded by the chunk, forward and backward. White-box: every function that
+    # docs/methods.md §1: extra memory bounded by the chunk, forward and backward. White-box: every function that
     # touches [rows, V] data, and every workspace buffer, sees at most chunk_size rows.
     import siren_verl.entropy.nucleus as impl
 

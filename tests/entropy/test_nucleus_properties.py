@@ -1,4 +1,4 @@
-"""Hypothesis properties of nucleus_entropy / nucleus_stats (SPEC §1)."""
+"""Hypothesis properties of nucleus_entropy / nucleus_stats (docs/methods.md §1)."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def _crossing_is_clear(z: torch.Tensor, p: float, tol: float = 1e-6) -> bool:
 def test_permuting_the_vocabulary_permutes_nothing_but_the_gradient(
     z: torch.Tensor, p: float, boundary: str, seed: int
 ) -> None:
-    # SPEC §1: the tie weights make the result independent of the order of tied tokens (and of any order)
+    # docs/methods.md §1: the tie weights make the result independent of the order of tied tokens (and of any order)
     z = z.double()
     assume(_crossing_is_clear(z, p))
     perm = torch.randperm(z.shape[-1], generator=torch.Generator().manual_seed(seed))

@@ -1,4 +1,4 @@
-"""Triton nucleus-entropy kernels (SPEC §1) against an independent float64 brute force.
+"""Triton nucleus-entropy kernels (docs/methods.md §1) against an independent float64 brute force.
 
 The kernels run under Triton's CPU interpreter. Triton reads ``TRITON_INTERPRET`` twice: when
 ``triton.language`` is imported (its own helpers, e.g. the combine functions of ``tl.sum``, are jitted
@@ -9,7 +9,7 @@ tests here are skipped in this process and ``test_fresh_process_run`` runs this 
 Python with ``TRITON_INTERPRET=1`` set from the start.
 
 The reference (``siren_verl.testing.reference``) sorts each row in float64 and keeps the first j* − 1 tokens
-as the SIREN reference does (SPEC §1; the gradient averaged over the orders of tied tokens). Small vocabularies and small
+as the SIREN reference does (docs/methods.md §1; the gradient averaged over the orders of tied tokens). Small vocabularies and small
 block sizes keep the interpreter fast while still covering several blocks per row. A separate test
 compiles every kernel variant ahead of time for an sm_90 GPU (no GPU needed) to catch what the
 interpreter accepts but the compiler would not.
@@ -82,7 +82,7 @@ def test_fresh_process_run():
 
 
 # --------------------------------------------------------------------------------------------------
-# float64 brute force (SPEC §1 literally: sort, cumulative sum, j*, θ, boundary rule)
+# float64 brute force (docs/methods.md §1 literally: sort, cumulative sum, j*, θ, boundary rule)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -118,7 +118,7 @@ def brute_row(z: torch.Tensor, p: float, inclusive: bool) -> dict:
 
 def brute_grad_row(z: torch.Tensor, p: float, inclusive: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """dH^p/dz two ways: autograd of the reference (tie-order average by symmetrising the tied logits),
-    and an independent check of it: the explicit mean over tie orders (exclusive) / SPEC §1's formula
+    and an independent check of it: the explicit mean over tie orders (exclusive) / docs/methods.md §1's formula
     -π̃ (log π̃ + H^p) on N (inclusive, no partial ties)."""
     z = z.double()
     y = z.clone().requires_grad_(True)
@@ -266,7 +266,7 @@ def tie_rows(vocab: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("p", [0.4, 0.6, 0.7, 0.8, 0.95, 1.0])
 def test_tie_heavy_rows_forward_and_backward(p, dtype):
-    # SPEC §1 ties: k_θ = j* − 1 − |{π > θ}| of the n_θ tokens at θ are in N, each with weight k_θ / n_θ
+    # docs/methods.md §1 ties: k_θ = j* − 1 − |{π > θ}| of the n_θ tokens at θ are in N, each with weight k_θ / n_θ
     x = tie_rows(300, seed=31).to(dtype)
     boundary = "exclusive"
     h, size, full, aux, _ = tn._launch_forward(x, p, boundary, **MEDIUM)
@@ -317,7 +317,7 @@ def test_special_rows():
         h, size, full, aux, _ = tn._launch_forward(x, 0.8, boundary)
         incl = boundary == "inclusive"
         assert float(full[0]) == pytest.approx(math.log(2)) and float(h[0]) == pytest.approx(math.log(2) if incl else 0.0)
-        # exclusive: uniform over 2 tied tokens, j* = ⌈0.8·2⌉ = 2 → 1 of them (SPEC §1 ties)
+        # exclusive: uniform over 2 tied tokens, j* = ⌈0.8·2⌉ = 2 → 1 of them (docs/methods.md §1 ties)
         assert int(size[0]) == (2 if incl else 1) and int(aux.row_kind[0]) == tn.ROW_ZERO_GRAD
         assert (float(h[1]), int(size[1]), float(full[1])) == (0.0, 0, 0.0)
         assert math.isnan(float(h[2])) and math.isnan(float(full[2])) and int(size[2]) == 0
@@ -338,7 +338,7 @@ def test_empty_nucleus_and_full_entropy_at_p_one():
     assert float(h[0]) == 0.0 and int(size[0]) == 0 and int(aux.row_kind[0]) == tn.ROW_ZERO_GRAD
     assert int(passes[0]) == 0  # π(1) >= p is decided from pass A alone
     h1, size1, full1, _, _ = tn._launch_forward(z, 1.0, "inclusive")
-    torch.testing.assert_close(h1, full1, rtol=1e-6, atol=1e-6)  # SPEC §1: p = 1 inclusive = full entropy
+    torch.testing.assert_close(h1, full1, rtol=1e-6, atol=1e-6)  # docs/methods.md §1: p = 1 inclusive = full entropy
     assert size1.tolist() == [4, 4]
 
 

@@ -1,5 +1,5 @@
 """`siren-verl eval` end to end on CPU: the tiny model samples the toy benchmarks into a samples
-file, which is scored into tables and compared (SPEC §9)."""
+file, which is scored into tables and compared (docs/methods.md §9)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Generation: problems from verl parquet, the samples file, resume after an interruption, the
-CPU (transformers) backend on a tiny model, verl checkpoints (SPEC §9)."""
+CPU (transformers) backend on a tiny model, verl checkpoints (docs/methods.md §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""maj@k and answer clustering (SPEC §9) against a naive O(k^2) grouping, with a deterministic
+"""maj@k and answer clustering (docs/methods.md §9) against a naive O(k^2) grouping, with a deterministic
 stand-in equivalence (exact rationals; the `equiv` fixture of conftest.py)."""
 
 from __future__ import annotations

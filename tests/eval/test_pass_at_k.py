@@ -1,4 +1,4 @@
-"""pass@k / avg@k against independent exact computations (SPEC §9)."""
+"""pass@k / avg@k against independent exact computations (docs/methods.md §9)."""
 
 from __future__ import annotations
 

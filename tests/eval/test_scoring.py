@@ -1,5 +1,5 @@
 """score_samples: per-benchmark avg@k / pass@k / maj@k against per-problem brute force, report
-files, and the real math-verify equivalence of siren_verl.reward (SPEC §9)."""
+files, and the real math-verify equivalence of siren_verl.reward (docs/methods.md §9)."""
 
 from __future__ import annotations
 

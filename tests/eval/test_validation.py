@@ -1,4 +1,4 @@
-"""In-training validation scoring (SPEC §9): verl's validation generations -> avg@k / pass@k /
+"""In-training validation scoring (docs/methods.md §9): verl's validation generations -> avg@k / pass@k /
 maj@k / distinct answers, against hand-worked numbers; the validation dump read back by
 `siren-verl eval score` gives the same numbers."""
 

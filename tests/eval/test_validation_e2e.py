@@ -1,4 +1,4 @@
-"""The papers' validation metrics DURING training (SPEC §9), end to end on CPU: verl's real V1
+"""The papers' validation metrics DURING training (docs/methods.md §9), end to end on CPU: verl's real V1
 trainer (`cpu_smoke` preset, toy reward returning score/acc/pred) with validation before training
 and after step 2, on two benchmarks (the toy validation set split into two data sources), n = 4.
 

@@ -1,4 +1,4 @@
-"""Controller state travels with verl's checkpoints (SPEC §7): written beside verl's checkpoint of
+"""Controller state travels with verl's checkpoints (docs/methods.md §7): written beside verl's checkpoint of
 the same step, atomically, before verl marks the step as the latest; restored in a NEW process
 through verl's own resume rules, bit-identically (the next step's values equal an uninterrupted
 run's)."""

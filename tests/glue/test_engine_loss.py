@@ -1,9 +1,9 @@
 """verl's real TrainingWorker/FSDP engine on CPU with siren-verl's engine hook and loss:
 
 * the nucleus entropies the engine returns equal an independent float64 computation from the
-  model's logits, with remove-padding on and off (SPEC §1);
+  model's logits, with remove-padding on and off (docs/methods.md §1);
 * the SIREN loss and its gradient w.r.t. the model parameters, accumulated over verl's
-  micro-batches, equal an independent autograd computation (SPEC §3 + the micro-batch scaling of
+  micro-batches, equal an independent autograd computation (docs/methods.md §3 + the micro-batch scaling of
   siren_verl.methods.loss).
 """
 

@@ -1,7 +1,7 @@
 """Two gloo ranks (two processes, FSDP2 over world size 2 on CPU) against one rank on the whole
 batch: both ranks receive the driver's identical anchor and coefficient, and the accumulated,
 rank-averaged SIREN update gradient equals the single-rank gradient on the concatenated batch
-(SPEC §7; the micro-batch weights of siren_verl.methods.loss)."""
+(docs/methods.md §7; the micro-batch weights of siren_verl.methods.loss)."""
 
 import json
 import os

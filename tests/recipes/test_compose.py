@@ -5,7 +5,7 @@ For each recipe and cluster shape: the printed Hydra overrides compose with the 
 start-up validation of `entropy_control`, pass verl 0.9.1's own `validate_config` with the recipe's
 GPU counts, and instantiate verl's config dataclasses (actor, rollout, optimiser, algorithm) the way
 verl's workers do. Then the paper settings of each recipe are checked value by value against the
-SPEC (§3 SIREN/Dr.GRPO, §5 PAR, §6 Clip-Cov/KL-Cov), on the composed config.
+docs/methods.md (§3 SIREN/Dr.GRPO, §5 PAR, §6 Clip-Cov/KL-Cov), on the composed config.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def test_verl_validation_can_fail_too(composed):
 # ---------------------------------------------------------------------------------------------
 # the papers' settings, on the composed config
 # ---------------------------------------------------------------------------------------------
-# SPEC §3: SIREN's policy-gradient setting, which every recipe but PAR / Clip-Cov / KL-Cov keeps
+# docs/methods.md §3: SIREN's policy-gradient setting, which every recipe but PAR / Clip-Cov / KL-Cov keeps
 DR_GRPO = {
     "algorithm.adv_estimator": "grpo",
     "algorithm.norm_adv_by_std_in_grpo": False,
@@ -152,7 +152,7 @@ DR_GRPO = {
     "actor_rollout_ref.rollout.val_kwargs.n": 4,
     "trainer.test_freq": 25,
 }
-# SPEC §5: PAR's own setting where it differs
+# docs/methods.md §5: PAR's own setting where it differs
 PAR = {
     **DR_GRPO,
     "algorithm.norm_adv_by_std_in_grpo": True,
@@ -161,7 +161,7 @@ PAR = {
     "actor_rollout_ref.rollout.val_kwargs.temperature": 1.0,
     "actor_rollout_ref.rollout.val_kwargs.top_p": 1.0,
 }
-# SPEC §6 / the Clip-Cov & KL-Cov paper's recipe: GRPO, token-mean, 256 x 8, mini-batch 32
+# docs/methods.md §6 / the Clip-Cov & KL-Cov paper's recipe: GRPO, token-mean, 256 x 8, mini-batch 32
 COV = {
     **DR_GRPO,
     "algorithm.norm_adv_by_std_in_grpo": True,
@@ -186,7 +186,7 @@ EXPECTED = {
         "entropy_control.boundary": "exclusive",
         "entropy_control.peak_quantile": 0.8,
         "entropy_control.anchor": None,  # measured on the first rollout batch
-        # the reference's ~4096-token micro-batches: (H̄ − H_0)² is per micro-batch (SPEC §3)
+        # the reference's ~4096-token micro-batches: (H̄ − H_0)² is per micro-batch (docs/methods.md §3)
         "actor_rollout_ref.actor.use_dynamic_bsz": True,
         "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": 4096,
     },

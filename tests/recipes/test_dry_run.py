@@ -81,7 +81,7 @@ def test_data_files_follow_data_dir_or_explicit_lists(recipes):
     assert run.value("data.train_files") == f'["{data}/openr1_math_46k.parquet"]'
     bench = ["aime24", "aime25", "amc23", "math500", "olympiadbench", "minerva"]
     assert run.value("data.val_files") == "[" + ",".join(f'"{data}/{b}.parquet"' for b in bench) + "]"
-    # PAR trains on DAPO-Math-17k (SPEC §5)
+    # PAR trains on DAPO-Math-17k (docs/methods.md §5)
     assert (
         recipes.dry_run(recipes.script("par")).value("data.train_files")
         == f'["{data}/dapo_math_17k.parquet"]'

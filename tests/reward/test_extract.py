@@ -1,4 +1,4 @@
-"""Answer extraction (SPEC §9): last \\boxed / \\fbox with nested braces, fallback, None."""
+"""Answer extraction (docs/methods.md §9): last \\boxed / \\fbox with nested braces, fallback, None."""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ def test_model_matches_tokenizer_and_is_deterministic(tok):
 
 
 def test_random_model_spreads_its_first_token_mass(assets):
-    # chance accuracy must be ~1/|V| so GRPO groups mix right and wrong answers (SPEC-free sanity)
+    # chance accuracy must be ~1/|V| so GRPO groups mix right and wrong answers (method-free sanity)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
