@@ -18,7 +18,15 @@ from siren_verl.testing.reference import (
     peak_mask_reference,
     seq_mean_token_mean_reference,
 )
-from siren_verl.testing.verl_worker import build_actor, infer, make_rollout_batch, to_engine_input
+from siren_verl.testing.verl_worker import (
+    build_actor,
+    hf_copy,
+    infer,
+    make_rollout_batch,
+    padded_rows,
+    response_logits,
+    to_engine_input,
+)
 
 TOP_P = 0.8
 REQUEST = {"top_p": TOP_P, "boundary": "exclusive", "chunk_size": 5}
@@ -34,41 +42,6 @@ def rmpad_actor(tiny_model_dir, dist_env):
     return build_actor(tiny_model_dir, mini_batch_size=8, micro_batch_size=4, use_remove_padding=True)
 
 
-def _engine_state(handle):
-    """The engine's current (full) parameters, as an HF state dict."""
-    params, _ = handle.worker.engine.get_per_tensor_param()
-    return {name: tensor.detach().clone() for name, tensor in params}
-
-
-def _hf_model(handle):
-    from siren_verl.testing.tiny import build_tiny_qwen2
-
-    model = build_tiny_qwen2()
-    missing, unexpected = model.load_state_dict(_engine_state(handle), strict=False)
-    assert not unexpected and all("rotary" in m for m in missing), (missing, unexpected)
-    return model.double()
-
-
-def _response_logits(model, batch):
-    """Per response, the logits predicting each response token: list of [R_i, V] (float64)."""
-    out = []
-    prompts, responses = batch.batch["prompts"], batch.batch["responses"]
-    attention = batch.batch["attention_mask"]
-    prompt_len = prompts.shape[1]
-    for i in range(len(batch)):
-        p_mask = attention[i, :prompt_len].bool()
-        r_mask = attention[i, prompt_len:].bool()
-        ids = torch.cat([prompts[i][p_mask], responses[i][r_mask]]).unsqueeze(0)
-        logits = model(input_ids=ids, position_ids=torch.arange(ids.shape[1]).unsqueeze(0)).logits[0]
-        n_prompt = int(p_mask.sum())
-        out.append(logits[n_prompt - 1 : ids.shape[1] - 1])
-    return out
-
-
-def _padded(rows, length):
-    return torch.stack([torch.nn.functional.pad(r, (0, length - r.shape[0])) for r in rows])
-
-
 @pytest.mark.parametrize("remove_padding", [False, True])
 def test_engine_returns_nucleus_entropy_equal_to_independent_computation(remove_padding, padded_actor, rmpad_actor):
     handle = rmpad_actor if remove_padding else padded_actor
@@ -79,10 +52,10 @@ def test_engine_returns_nucleus_entropy_equal_to_independent_computation(remove_
     mask = batch.batch["response_mask"].bool()
     R = mask.shape[1]
     with torch.no_grad():
-        logits = _response_logits(_hf_model(handle), batch)
-    expected_h = _padded([nucleus_entropy_bruteforce(z, TOP_P) for z in logits], R)
-    expected_full = _padded([full_entropy(z) for z in logits], R)
-    expected_size = _padded([nucleus_size_bruteforce(z, TOP_P) for z in logits], R)
+        logits = response_logits(hf_copy(handle), batch)
+    expected_h = padded_rows([nucleus_entropy_bruteforce(z, TOP_P) for z in logits], R)
+    expected_full = padded_rows([full_entropy(z) for z in logits], R)
+    expected_size = padded_rows([nucleus_size_bruteforce(z, TOP_P) for z in logits], R)
     torch.testing.assert_close(out["siren_nucleus_entropy"][mask].double(), expected_h[mask], atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(out["entropy"][mask].double(), expected_full[mask], atol=2e-5, rtol=1e-5)
     assert torch.equal(out["siren_nucleus_size"][mask].double(), expected_size[mask])
@@ -148,7 +121,7 @@ def _independent(handle, batch, old_log_probs, spec, coef, anchor, micro_batch_s
     """Σ_m [PG_m + w_m·coef·(H̄_m − H_0)²] with plain autograd in float64 on an HF copy of the model.
     PG: verl's vanilla clipped surrogate in token-mean form, normalised by the mini-batch's tokens;
     with old ≈ current log-probs no clipping is active, so PG = −Σ A·ratio / N."""
-    model = _hf_model(handle)
+    model = hf_copy(handle)
     mask = batch.batch["response_mask"].bool()
     adv = batch.batch["advantages"].double()
     total_tokens = int(mask.sum())
@@ -158,8 +131,8 @@ def _independent(handle, batch, old_log_probs, spec, coef, anchor, micro_batch_s
     for m in range(n_micro):
         rows = slice(m * micro_batch_size, (m + 1) * micro_batch_size)
         sub = batch[rows]
-        logits = _response_logits(model, sub)
-        logp = _padded(
+        logits = response_logits(model, sub)
+        logp = padded_rows(
             [torch.log_softmax(z, -1).gather(-1, sub.batch["responses"][i, : z.shape[0]].unsqueeze(-1)).squeeze(-1)
              for i, z in enumerate(logits)], R)
         mmask = mask[rows]
@@ -167,7 +140,7 @@ def _independent(handle, batch, old_log_probs, spec, coef, anchor, micro_batch_s
         assert ((ratio - 1).abs()[mmask] < 0.2).all()  # no clipping active: the closed form holds
         pg = -(adv[rows] * ratio * mmask).sum() / total_tokens
         measure = nucleus_entropy_bruteforce if spec.entropy_measure == "nucleus" else None
-        h = _padded([measure(z, TOP_P) if measure else full_entropy(z) for z in logits], R)
+        h = padded_rows([measure(z, TOP_P) if measure else full_entropy(z) for z in logits], R)
         sel = peak_mask_reference(h, mmask, spec.peak_quantile) if spec.token_selection == "peak" else mmask
         h_bar = seq_mean_token_mean_reference(h, sel, mmask)
         weight = micro_batch_size / B  # w_m = B_m·D/G with D = 1, G = B
