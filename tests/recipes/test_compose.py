@@ -20,18 +20,8 @@ from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "siren_verl" / "config"
-METHODS = [
-    "grpo",
-    "siren",
-    "aer",
-    "par",
-    "naive",
-    "adaptive_target",
-    "entropy_adv",
-    "forking_tokens",
-    "clip_cov",
-    "kl_cov",
-]
+# every method recipe of the folder (test_dry_run.py pins the list itself)
+METHODS = sorted(p.stem for p in (REPO / "recipes" / "qwen2.5-math-7b").glob("*.sh") if p.stem != "common")
 # (MODEL_SIZE, NNODES, GPUS_PER_NODE): single node, the usual 2-4 node runs, the 1.5B trial sizes
 SHAPES = [("7b", 1, 8), ("7b", 2, 8), ("7b", 4, 8), ("1.5b", 1, 8), ("1.5b", 1, 4)]
 

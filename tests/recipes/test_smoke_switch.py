@@ -5,21 +5,13 @@ GPUs or downloads and keeps every algorithmic setting of the recipe; the math to
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
-METHODS = [
-    "grpo",
-    "siren",
-    "aer",
-    "par",
-    "naive",
-    "adaptive_target",
-    "entropy_adv",
-    "forking_tokens",
-    "clip_cov",
-    "kl_cov",
-]
+# every method recipe of the folder (test_dry_run.py pins the list itself)
+RECIPES_7B = Path(__file__).resolve().parents[2] / "recipes" / "qwen2.5-math-7b"
+METHODS = sorted(p.stem for p in RECIPES_7B.glob("*.sh") if p.stem != "common")
 
 # keys the switch may change (model, data, ranks, rollout backend, lengths, batch shape, budgets,
 # CPU kernels and process counts, run length and folders)
