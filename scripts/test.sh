@@ -6,6 +6,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$ROOT"
 ruff check .
 # pytest exits 5 when it collects nothing: that must fail here, never pass.
-# Every tier but `learning` (pyproject's addopts leave out `e2e`, `slow` and `learning` for a plain
-# `pytest`); a -m in "$@" wins, e.g. `bash scripts/test.sh -m learning` for the long learning runs.
-python -m pytest -m "not learning" "$@"
+# Every tier but `long` (pyproject's addopts leave out `e2e`, `slow` and `long` for a plain `pytest`);
+# a -m in "$@" wins, e.g. `bash scripts/test.sh -m long` for the training runs of several minutes.
+python -m pytest -m "not long" "$@"

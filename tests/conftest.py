@@ -2,10 +2,10 @@
 fixtures every suite may use, and the test tiers.
 
 Tiers: `pytest` with no arguments runs the fast unit tier (pyproject's addopts deselect the `e2e`,
-`slow` and `learning` markers); `bash scripts/test.sh` (what `.ci/run` calls) runs every tier but the
-on-request `learning` one (long training runs: `bash scripts/test.sh -m learning`). Besides the
+`slow` and `long` markers); `bash scripts/test.sh` (what `.ci/run` calls) runs every tier but the
+on-request `long` one (training runs of minutes each: `bash scripts/test.sh -m long`). Besides the
 markers tests set themselves, `pytest_collection_modifyitems` below marks whole folders, files or
-single tests listed in `LEARNING_PATHS` / `E2E_PATHS` / `SLOW_PATHS`."""
+single tests listed in `LONG_PATHS` / `E2E_PATHS` / `SLOW_PATHS`."""
 
 import os
 import shutil
@@ -26,8 +26,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 # Paths relative to tests/: a folder ("glue/"), a file, or "file::test" (all its parametrisations).
-# training runs long enough to show learning (minutes each): on request only, never in CI
-LEARNING_PATHS = ("e2e/test_learning.py",)
+# training runs of several minutes each, on request only (never in CI): the 40-step learning run and
+# the reproducibility pair (two identical 2-step runs)
+LONG_PATHS = ("e2e/test_learning.py", "e2e/test_reproducible.py")
 E2E_PATHS = ("e2e/",)  # verl's real trainer end to end (Ray, subprocesses)
 SLOW_PATHS = (
     "glue/",  # verl's real engine / worker in process, Ray, torch.distributed
@@ -56,9 +57,9 @@ def _matches(test_id: str, paths: tuple[str, ...]) -> bool:
 
 
 def tier_of(relative: str) -> str | None:
-    """"learning", "e2e", "slow" or None (fast tier) for a test id relative to tests/ (`glue/test_x.py::test_y`)."""
-    if _matches(relative, LEARNING_PATHS):
-        return "learning"
+    """"long", "e2e", "slow" or None (fast tier) for a test id relative to tests/ (`glue/test_x.py::test_y`)."""
+    if _matches(relative, LONG_PATHS):
+        return "long"
     if _matches(relative, E2E_PATHS):
         return "e2e"
     if _matches(relative, SLOW_PATHS):

@@ -20,7 +20,7 @@ def _conftest():
 CONFTEST = _conftest()
 
 
-@pytest.mark.parametrize("path", CONFTEST.LEARNING_PATHS + CONFTEST.E2E_PATHS + CONFTEST.SLOW_PATHS)
+@pytest.mark.parametrize("path", CONFTEST.LONG_PATHS + CONFTEST.E2E_PATHS + CONFTEST.SLOW_PATHS)
 def test_every_listed_path_exists(path):
     file, _, test = path.partition("::")
     target = TESTS / file
@@ -33,7 +33,7 @@ def test_every_listed_path_exists(path):
     "test_id,tier",
     [
         ("e2e/test_cpu_smoke.py::test_x", "e2e"),
-        ("e2e/test_learning.py::test_x", "learning"),
+        ("e2e/test_learning.py::test_x", "long"),
         ("glue/test_engine_loss.py::test_y[True]", "slow"),
         ("entropy/test_nucleus.py::test_full_vocabulary_152064[0.8-True]", "slow"),
         ("entropy/test_nucleus.py::test_full_vocabulary_152064_more", None),  # a prefix is not the test

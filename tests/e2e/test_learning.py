@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-pytestmark = [pytest.mark.timeout(3600)]  # tier: `learning` (tests/conftest.py), on request
+pytestmark = [pytest.mark.timeout(3600)]  # tier: `long` (tests/conftest.py), on request
 
 WINDOW = 10  # steps averaged at each end of the run
 PROMPTS_PER_STEP = 64  # cpu_learn: data.train_batch_size
