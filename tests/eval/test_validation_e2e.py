@@ -16,6 +16,8 @@ import sys
 
 import pytest
 
+from siren_verl.viz.logs import read_file_logger_jsonl
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 SOURCES = ("toy_first", "toy_second")
@@ -37,16 +39,6 @@ def _split_val_set(toy_dir: str, out_dir) -> list[str]:
         part.to_parquet(path)
         paths.append(path)
     return paths
-
-
-def _read_metrics(path) -> dict[int, dict]:
-    steps: dict[int, dict] = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                record = json.loads(line)
-                steps.setdefault(int(record["step"]), {}).update(record["data"])
-    return steps
 
 
 def _train(tmp_path, toy_dir: str, val_files: list[str]) -> str:
@@ -84,7 +76,7 @@ def test_validation_metrics_during_training_and_rescoring(tmp_path, tmp_path_fac
     ensure_toy_assets(toy_dir)
     log = _train(tmp_path, toy_dir, _split_val_set(toy_dir, tmp_path))
 
-    steps = _read_metrics(tmp_path / "outputs" / "siren_verl_cpu" / f"{EXPERIMENT}.jsonl")
+    steps = read_file_logger_jsonl(tmp_path / "outputs" / "siren_verl_cpu" / f"{EXPERIMENT}.jsonl")
     assert sorted(steps) == [0, 1, 2], log[-3000:]
     names = reported_metrics(list(KS))
     expected = {metric_name(s, m) for s in (*SOURCES, "average") for m in names}
