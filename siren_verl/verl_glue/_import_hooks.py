@@ -6,10 +6,15 @@ process and risk circular imports while `verl/__init__` is half done, yet most o
 never build an engine. So the registrations that need `verl.workers.engine...` are attached to the
 import of that module instead: they run in exactly the processes that import it, before anything
 can look the registry up.
+
+siren-verl's verl subclasses live in modules that import verl at their top and register their class
+on their last line (`siren_engine.py`); `import_after` loads each of them
+from the hook on the verl module it needs, so no other process imports them.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import sys
 import threading
@@ -73,3 +78,14 @@ def after_import(module_name: str, callback: _Callback) -> None:
         _pending.setdefault(module_name, []).append(callback)
         if _finder not in sys.meta_path:
             sys.meta_path.insert(0, _finder)
+
+
+def import_after(module_name: str, subclass_module: str) -> None:
+    """Import `subclass_module` once `module_name` is imported (now, if it already is).
+
+    `subclass_module` imports verl at its top and registers its class on its last line. When that
+    module is itself being imported (its own top-level verl import fired this hook: e.g. Ray
+    unpickling the class by its module path in a fresh process), the import here returns the
+    half-done module and its last line registers the class once it is complete.
+    """
+    after_import(module_name, lambda _module: importlib.import_module(subclass_module))

@@ -9,7 +9,7 @@ This module adds, through verl's own registries:
   nvidia/huawei/amd first. It claims the machine only when the installed torch is a CPU-only build
   (no CUDA, no ROCm, no NPU): GPU machines are untouched. `VERL_PLATFORM=cpu` selects it explicitly
   (`siren_verl.main` sets that when `trainer.device=cpu`).
-* the FSDP engines for device 'cpu' (verl registers them for cuda and npu only);
+* the FSDP engines for device 'cpu' (verl registers them for cuda and npu only; `siren_engine.py`);
 * gloo as the process-group backend: verl's default backend string is
   f"cpu:gloo,{device}:{backend}", which for device 'cpu' names cpu twice and torch rejects it.
 
@@ -324,29 +324,3 @@ def refuse_ulysses_on_cpu(sp_size: int) -> None:
     """The same refusal inside a worker's engine (a run started without siren-verl's entry point)."""
     if sp_size > 1 and cpu_platform_selected():
         raise RuntimeError(f"siren-verl: ulysses_sequence_parallel_size={sp_size}: {ULYSSES_ON_CPU}")
-
-
-def register_cpu_engines(language_model_engine=None) -> None:
-    """Register verl's FSDP engines for device 'cpu' once `transformer_impl` is imported.
-
-    `language_model_engine(module)` returns the LM engine class to register (default: verl's
-    FSDPEngineWithLMHead); the value-model engine is always verl's FSDPEngineWithValueHead.
-    """
-
-    def _register(transformer_impl) -> None:
-        from verl.workers.engine.base import EngineRegistry
-
-        lm_cls = language_model_engine(transformer_impl) if language_model_engine else None
-        engines = (
-            ("language_model", lm_cls or transformer_impl.FSDPEngineWithLMHead),
-            ("value_model", transformer_impl.FSDPEngineWithValueHead),
-        )
-        for model_type, engine_cls in engines:
-            registered = EngineRegistry._engines.get(model_type, {})
-            if all(PLATFORM_NAME in registered.get(b, {}) for b in ("fsdp", "fsdp2")):
-                continue
-            EngineRegistry.register(model_type=model_type, backend=["fsdp", "fsdp2"], device=PLATFORM_NAME)(
-                engine_cls
-            )
-
-    after_import("verl.workers.engine.fsdp.transformer_impl", _register)

@@ -22,20 +22,39 @@ def _run(code: str, **env) -> str:
     return out.stdout
 
 
+# the modules siren-verl's verl subclasses live in, and the verl modules they subclass: the entry point
+# (run by `import verl` in every process) must load none of them (tests/glue/test_verl_subclasses.py)
+SUBCLASS_MODULES = ("siren_verl.verl_glue.siren_engine",)
+HEAVY_VERL = ("verl.workers.engine", "verl.workers.engine.fsdp.transformer_impl")
+
+
 def test_entry_point_registers_and_verl_picks_cpu_in_a_fresh_process():
-    # only `import verl`: the verl.plugins entry point must do the rest
+    import pickle
+
+    import verl  # noqa: F401
+    from verl.workers.engine.fsdp import transformer_impl  # noqa: F401  (loads the engine module by its hook)
+
+    engine_blob = pickle.dumps(sys.modules["siren_verl.verl_glue.siren_engine"].SirenFSDPEngineWithLMHead)
+    # only `import verl`: the verl.plugins entry point must do the rest. The engine class is then
+    # unpickled (as Ray does) before verl's engine module is imported: its module imports verl's,
+    # whose hook fires inside that import, and the class must still end up registered.
     out = _run(
-        "import sys, verl\n"
+        "import pickle, sys, verl\n"
         "print('plugin' , 'siren_verl.verl_glue.plugin' in sys.modules)\n"
+        f"print('loaded', [m for m in {(*HEAVY_VERL, *SUBCLASS_MODULES)!r} if m in sys.modules])\n"
         "from verl.utils.device import get_device_name, get_nccl_backend, get_resource_name\n"
         "print('platform', get_device_name(), get_nccl_backend(), get_resource_name())\n"
+        f"cls = pickle.loads(bytes.fromhex({engine_blob.hex()!r}))\n"
         "from verl.workers.engine import EngineRegistry\n"
         "print('engine', EngineRegistry.get_engine_cls('language_model', 'fsdp2').__name__,"
         " EngineRegistry.get_engine_cls('value_model', 'fsdp').__name__)\n"
+        "print('unpickled', EngineRegistry.get_engine_cls('language_model', 'fsdp') is cls, cls.__module__)\n"
     )
     assert "plugin True" in out
+    assert "loaded []" in out
     assert "platform cpu gloo GPU" in out
     assert "engine SirenFSDPEngineWithLMHead FSDPEngineWithValueHead" in out
+    assert "unpickled True siren_verl.verl_glue.siren_engine" in out
 
 
 def test_explicit_verl_platform_still_wins():
