@@ -26,6 +26,8 @@ import argparse
 import os
 import sys
 
+from siren_verl.verl_glue.settings import file_logger_path, run_folder
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
 DEFAULT_CONFIG = "siren_trainer"
 
@@ -257,8 +259,9 @@ def prepare_config(config) -> None:
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device, get_device_name
 
-    from siren_verl.methods.config import ConfigError, check_trainer_settings
-    from siren_verl.verl_glue.trainer import method_spec_from_config, trainer_settings
+    from siren_verl.methods.config import ConfigError
+    from siren_verl.verl_glue.settings import apply_method_settings, check_trainer_settings, trainer_settings
+    from siren_verl.verl_glue.trainer import method_spec_from_config
 
     if config.get("siren_toy") is not None:
         from siren_verl.toy import prepare_config as prepare_toy
@@ -297,12 +300,7 @@ def prepare_config(config) -> None:
         set_transfer_queue_threads(config)
     spec = method_spec_from_config(config)  # ConfigError names the entropy_control key
     check_trainer_settings(spec, trainer_settings(config))
-    with open_dict(config):
-        # the same adjustments the siren_sync trainer makes, visible in the printed config
-        if spec.parts["policy_loss"] != "verl":
-            config.actor_rollout_ref.actor.policy_loss.loss_mode = spec.parts["policy_loss"]
-        if spec.needs_loss:
-            config.actor_rollout_ref.actor.calculate_entropy = True
+    apply_method_settings(config, spec)  # the same adjustments the siren_sync trainer makes
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # verl prints "All configuration checks passed"
             validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
@@ -348,25 +346,6 @@ def check_resume(config, spec) -> str | None:
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"cannot resume from {folder}: {e}; {new_run}") from e
     return folder
-
-
-def file_logger_path(config, environ=os.environ) -> str | None:
-    """Where verl's file logger will write this run's metrics (verl/utils/tracking.py FileLogger:
-    $VERL_FILE_LOGGER_PATH, else ${VERL_FILE_LOGGER_ROOT:-.}/<project>/<experiment>.jsonl), the Ray
-    runtime env's variables winning over this process's; None when the file logger is off."""
-    from omegaconf import OmegaConf
-
-    loggers = OmegaConf.select(config, "trainer.logger", default=None)
-    loggers = [loggers] if isinstance(loggers, str) else list(loggers or [])
-    if "file" not in loggers:
-        return None
-    from siren_verl.verl_glue.trainer import run_env_var
-
-    path = run_env_var(config, "VERL_FILE_LOGGER_PATH", environ)
-    if not path:
-        root = os.path.expanduser(run_env_var(config, "VERL_FILE_LOGGER_ROOT", environ) or ".")
-        path = os.path.join(root, str(config.trainer.project_name), f"{config.trainer.experiment_name}.jsonl")
-    return os.path.abspath(path)
 
 
 def _unused_name(base: str, ext: str) -> str:
@@ -421,13 +400,6 @@ def run(config) -> None:
     else:
         from verl.trainer.main_ppo_v0 import TaskRunner as runner
     run_ppo(config, task_runner_class=runner)
-
-
-def run_folder(config) -> str:
-    """The run's own folder (siren_verl.verl_glue.trainer.run_folder: train.log, forking tokens)."""
-    from siren_verl.verl_glue.trainer import run_folder as folder_of
-
-    return folder_of(config)
 
 
 def verbose_requested(flag: bool, environ=os.environ) -> bool:

@@ -33,7 +33,8 @@ PAR_SCHEDULES = tuple(LAMBDA_SCHEDULES)
 
 
 class ConfigError(ValueError):
-    """A bad `entropy_control` (or related verl) setting; the message names the full key."""
+    """A bad `entropy_control` setting, or one of the trainer's settings the method cannot run with
+    (siren_verl/verl_glue/settings.py); the message names the full key."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,12 +321,13 @@ class MethodSpec:
 
     @property
     def needs_loss(self) -> bool:
-        """The workers' loss must be replaced (a regulariser term is added to verl's ppo_loss)."""
+        """The method adds a regulariser term to the policy-gradient loss (the workers' loss is replaced)."""
         return self.parts["regularizer"] != "none"
 
     @property
     def needs_siren_trainer(self) -> bool:
-        """Needs the driver-side step hooks (anything beyond verl's own loss modes)."""
+        """Needs the driver-side step hooks: a regulariser, token weights, advantage shaping or a PG token
+        selection (anything beyond a plain policy loss)."""
         p = self.parts
         return (
             self.needs_loss
@@ -467,74 +469,3 @@ def _check_anchor(spec: MethodSpec, key: str) -> None:
         f"{key}.anchor={cfg.anchor}: method {cfg.method!r} (regularizer={spec.parts['regularizer']}, "
         f"coef_schedule={spec.parts['coef_schedule']}) has no anchor H_0; remove {key}.anchor"
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# the verl settings a method depends on (checked on the driver at start-up)
-# ---------------------------------------------------------------------------------------------
-FUSED_KERNELS = "actor_rollout_ref.model.use_fused_kernels"
-LOSS_MODE = "actor_rollout_ref.actor.policy_loss.loss_mode"
-ENTROPY_COEFF = "actor_rollout_ref.actor.entropy_coeff"
-STRATEGY = "actor_rollout_ref.actor.strategy"
-BYPASS_MODE = "algorithm.rollout_correction.bypass_mode"
-DISTILLATION = "distillation.enabled"
-USE_V1 = "trainer.use_v1"
-TRAINER_MODE = "trainer.v1.trainer_mode"
-SIREN_TRAINER_MODE = "siren_sync"
-# loss modes that do not use verl's `rollout_is_weights` as a per-token factor of the surrogate
-_NO_TOKEN_WEIGHTS = ("geo_mean",)
-
-
-def check_trainer_settings(spec: MethodSpec, settings: Mapping[str, Any], key: str = ROOT) -> None:
-    """Refuse verl settings the resolved method cannot run with. `settings` maps the full verl key
-    (the constants above) to its value; errors name both keys."""
-    method = f"{key}.method={spec.method}"
-    if spec.needs_siren_trainer:
-        if not settings.get(USE_V1, True):
-            raise ConfigError(
-                f"{USE_V1}=False with {method}: siren-verl hooks verl's V1 trainer; set {USE_V1}=True "
-                "(the legacy trainer is not supported)"
-            )
-        if settings.get(BYPASS_MODE, False):
-            raise ConfigError(
-                f"{BYPASS_MODE}=True with {method}: bypass mode skips the old-log-prob pass whose "
-                "entropies the method uses (and ignores the rollout_is_weights channel)"
-            )
-        if settings.get(TRAINER_MODE) != SIREN_TRAINER_MODE:
-            raise ConfigError(
-                f"{TRAINER_MODE}={settings.get(TRAINER_MODE)} with {method}: must be {SIREN_TRAINER_MODE} "
-                "(the synchronous trainer with siren-verl's step hooks; async trainers are not supported)"
-            )
-    if spec.needs_logits_hook:
-        if settings.get(FUSED_KERNELS, False):
-            raise ConfigError(
-                f"{FUSED_KERNELS}=True with {method}: fused kernels never materialise the logits the "
-                f"entropy regulariser needs; set {FUSED_KERNELS}=False"
-            )
-        if settings.get(STRATEGY) not in ("fsdp", "fsdp2"):
-            raise ConfigError(
-                f"{STRATEGY}={settings.get(STRATEGY)} with {method}: the logits hook exists for verl's "
-                "FSDP engine only; must be fsdp or fsdp2"
-            )
-        if float(settings.get(ENTROPY_COEFF, 0.0) or 0.0) != 0.0:
-            raise ConfigError(
-                f"{ENTROPY_COEFF}={settings.get(ENTROPY_COEFF)} with {method}: two entropy regularisers "
-                f"at once; set {ENTROPY_COEFF}=0 (the method's coefficient is {key}.coef)"
-            )
-        if settings.get(DISTILLATION, False):
-            raise ConfigError(f"{DISTILLATION}=True with {method}: the distillation loss cannot be combined")
-    loss_mode = settings.get(LOSS_MODE, "vanilla")
-    forced = spec.parts["policy_loss"]
-    if forced != "verl" and loss_mode not in ("vanilla", forced):
-        raise ConfigError(
-            f"{LOSS_MODE}={loss_mode} with {key}.policy_loss={forced} ({method}): "
-            f"the method uses verl's {forced} loss mode; leave {LOSS_MODE} at vanilla or set it to {forced}"
-        )
-    uses_token_weights = spec.parts["token_weighting"] != "none" or spec.parts["pg_token_selection"] != "all"
-    if uses_token_weights:
-        effective = forced if forced != "verl" else loss_mode
-        if effective in _NO_TOKEN_WEIGHTS:
-            raise ConfigError(
-                f"{LOSS_MODE}={effective} with {method}: this loss mode turns per-token weights into a "
-                "per-sequence geometric mean; PAR / forking-token weights need a per-token surrogate"
-            )

@@ -29,18 +29,17 @@ import tempfile
 
 import torch
 
-from siren_verl.methods.config import (
-    ROOT,
-    SIREN_TRAINER_MODE,
-    ConfigError,
-    MethodSpec,
-    check_trainer_settings,
-    parse_entropy_control,
-    resolve,
-)
+from siren_verl.methods.config import ROOT, ConfigError, MethodSpec, parse_entropy_control, resolve
 from siren_verl.verl_glue._import_hooks import after_import
 from siren_verl.verl_glue.engine import NUCLEUS_ENTROPY, NUCLEUS_SIZE, SIREN_ENTROPY_KEY
 from siren_verl.verl_glue.loss import SAMPLE_COEF, SIREN_STEP_KEY, TOKEN_MASK
+from siren_verl.verl_glue.settings import (  # noqa: F401  (run_env_var: importable from here too)
+    SIREN_TRAINER_MODE,
+    check_trainer_settings,
+    run_env_var,
+    run_folder,
+    trainer_settings,
+)
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "entropy_control.json"
@@ -56,35 +55,6 @@ def method_spec_from_config(config) -> MethodSpec:
     node = config.get(ROOT) if hasattr(config, "get") else None
     raw = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     return resolve(parse_entropy_control(raw))
-
-
-def trainer_settings(config) -> dict:
-    """The verl settings `check_trainer_settings` looks at, by full key."""
-    from omegaconf import OmegaConf
-
-    from siren_verl.methods import config as mc
-
-    def sel(key, default=None):
-        value = OmegaConf.select(config, key, default=default)
-        return default if value is None else value
-
-    distillation = config.get("distillation") if hasattr(config, "get") else None
-    try:
-        from verl.trainer.distillation import is_distillation_enabled
-
-        distill = bool(is_distillation_enabled(distillation))
-    except ImportError:  # pragma: no cover - verl layout change
-        distill = bool(sel("distillation.enabled", False))
-    return {
-        mc.FUSED_KERNELS: bool(sel(mc.FUSED_KERNELS, False)),
-        mc.LOSS_MODE: sel(mc.LOSS_MODE, "vanilla"),
-        mc.ENTROPY_COEFF: float(sel(mc.ENTROPY_COEFF, 0.0)),
-        mc.STRATEGY: sel(mc.STRATEGY, "fsdp"),
-        mc.BYPASS_MODE: bool(sel(mc.BYPASS_MODE, False)),
-        mc.DISTILLATION: distill,
-        mc.USE_V1: bool(sel(mc.USE_V1, True)),
-        mc.TRAINER_MODE: sel(mc.TRAINER_MODE, "sync"),
-    }
 
 
 def nucleus_request(spec: MethodSpec) -> dict:
@@ -184,30 +154,6 @@ def resume_folder(config) -> str | None:
         folder = config.trainer.resume_from_path
         return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
     return None
-
-
-def run_env_var(config, name: str, environ=None) -> str | None:
-    """A variable as verl's Ray processes see it: `ray_kwargs.ray_init.runtime_env.env_vars` wins
-    over the environment (`environ`, default os.environ)."""
-    from omegaconf import OmegaConf
-
-    environ = os.environ if environ is None else environ
-    env_vars = OmegaConf.select(config, "ray_kwargs.ray_init.runtime_env.env_vars", default=None) or {}
-    value = env_vars.get(name)
-    return str(value) if value is not None else environ.get(name)
-
-
-def run_folder(config, environ=None) -> str:
-    """The run's own folder, where `siren-verl train` keeps its full log (train.log) and the trainer
-    its forking-token report: the folder of $VERL_FILE_LOGGER_PATH when set (the recipes'
-    RUN_DIR/metrics.jsonl), else ${VERL_FILE_LOGGER_ROOT:-.}/<project>/<experiment> (the CPU
-    presets: beside <experiment>.jsonl, holding checkpoints/). The Ray runtime env's variables
-    (`ray_kwargs.ray_init.runtime_env.env_vars`) win over the environment, as in verl's workers."""
-    path = run_env_var(config, "VERL_FILE_LOGGER_PATH", environ)
-    if path:
-        return os.path.dirname(os.path.abspath(path))
-    root = os.path.expanduser(run_env_var(config, "VERL_FILE_LOGGER_ROOT", environ) or ".")
-    return os.path.abspath(os.path.join(root, str(config.trainer.project_name), str(config.trainer.experiment_name)))
 
 
 def forking_report_dir(config) -> str:

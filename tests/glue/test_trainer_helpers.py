@@ -8,12 +8,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from siren_verl.methods.config import parse_entropy_control, resolve
+from siren_verl.verl_glue.settings import file_logger_path, trainer_settings
 from siren_verl.verl_glue.trainer import (
     _as_list,
     check_worker_reports,
     forking_report_dir,
     probe_worker,
-    trainer_settings,
 )
 
 SIREN = resolve(parse_entropy_control({"method": "siren"}))
@@ -124,10 +124,6 @@ def test_logical_ray_resources_only_for_a_cluster_we_start():
 
 
 def test_file_logger_path_follows_verls_rules(tmp_path):
-    from omegaconf import OmegaConf
-
-    from siren_verl.main import file_logger_path
-
     config = OmegaConf.create(
         {
             "trainer": {"logger": ["console", "file"], "project_name": "p", "experiment_name": "e"},

@@ -10,7 +10,6 @@ from siren_verl.methods import config as mc
 from siren_verl.methods.config import (
     ConfigError,
     EntropyControlConfig,
-    check_trainer_settings,
     parse_entropy_control,
     resolve,
 )
@@ -159,51 +158,6 @@ def test_invalid_combinations_fail_at_startup(raw, fragment):
     with pytest.raises(ConfigError) as err:
         resolve(parse_entropy_control(raw))
     assert fragment in str(err.value)
-
-
-GOOD = {
-    mc.FUSED_KERNELS: False,
-    mc.LOSS_MODE: "vanilla",
-    mc.ENTROPY_COEFF: 0.0,
-    mc.STRATEGY: "fsdp2",
-    mc.BYPASS_MODE: False,
-    mc.DISTILLATION: False,
-    mc.USE_V1: True,
-    mc.TRAINER_MODE: "siren_sync",
-}
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_good_trainer_settings_pass(method):
-    check_trainer_settings(resolve(parse_entropy_control({"method": method})), GOOD)
-
-
-@pytest.mark.parametrize(
-    "method,setting,value,fragments",
-    [
-        ("siren", mc.FUSED_KERNELS, True, ["actor_rollout_ref.model.use_fused_kernels=True", "entropy_control.method=siren"]),
-        ("naive", mc.FUSED_KERNELS, True, ["use_fused_kernels=True"]),
-        ("siren", mc.ENTROPY_COEFF, 0.001, ["actor_rollout_ref.actor.entropy_coeff=0.001", "two entropy regularisers"]),
-        ("siren", mc.STRATEGY, "megatron", ["actor_rollout_ref.actor.strategy=megatron"]),
-        ("siren", mc.DISTILLATION, True, ["distillation.enabled=True"]),
-        ("siren", mc.USE_V1, False, ["trainer.use_v1=False", "legacy trainer is not supported"]),
-        ("par", mc.TRAINER_MODE, "sync", ["trainer.v1.trainer_mode=sync", "siren_sync"]),
-        ("par", mc.LOSS_MODE, "geo_mean", ["policy_loss.loss_mode=geo_mean"]),
-        ("forking_tokens", mc.BYPASS_MODE, True, ["algorithm.rollout_correction.bypass_mode=True"]),
-        ("clip_cov", mc.LOSS_MODE, "gspo", ["loss_mode=gspo", "entropy_control.policy_loss=clip_cov"]),
-    ],
-)
-def test_bad_trainer_settings_name_both_keys(method, setting, value, fragments):
-    spec = resolve(parse_entropy_control({"method": method}))
-    with pytest.raises(ConfigError) as err:
-        check_trainer_settings(spec, {**GOOD, setting: value})
-    for fragment in fragments:
-        assert fragment in str(err.value)
-
-
-def test_plain_verl_runs_are_not_restricted():
-    spec = resolve(parse_entropy_control({"method": "none"}))
-    check_trainer_settings(spec, {**GOOD, mc.USE_V1: False, mc.FUSED_KERNELS: True, mc.TRAINER_MODE: "sync"})
 
 
 # ---------------------------------------------------------------------------------------------

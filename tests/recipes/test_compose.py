@@ -38,8 +38,8 @@ def compose_overrides(overrides: list[str]):
 def validate_plugin(config) -> None:
     """The plugin's start-up validation: `entropy_control` parsed and resolved to a method, and its
     combination with the verl settings (raises ConfigError naming the key)."""
-    from siren_verl.methods.config import check_trainer_settings
-    from siren_verl.verl_glue.trainer import method_spec_from_config, trainer_settings
+    from siren_verl.verl_glue.settings import check_trainer_settings, trainer_settings
+    from siren_verl.verl_glue.trainer import method_spec_from_config
 
     spec = method_spec_from_config(config)
     check_trainer_settings(spec, trainer_settings(config))
