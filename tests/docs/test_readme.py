@@ -4,7 +4,7 @@ Each block is matched to exactly one handler below by its first command (a new b
 handler fails `test_every_block_has_a_handler`, so the docs cannot drift from the code). What
 runs for real and what is checked cheaply:
 * `siren-verl train ...` runs with `--check` (the whole start-up validation, no Ray): the real CPU
-  run of the same preset is tests/cli/test_train_console.py, the quickstart's run tests/e2e;
+  run of the same preset, its console and a refused resume are tests/e2e/test_cpu_smoke.py;
 * `siren-verl prepare-data` with `--dry-run` (the hub is not reachable from tests), `scripts/submit.sh`
   with `--dry-run` (no cluster), the recipe's own `--dry-run`, `pip install` with pip's `--dry-run`,
   `siren-verl doctor --no-ray`; the GPU `siren-verl eval` lines through the eval CLI's own parser;

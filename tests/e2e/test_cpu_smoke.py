@@ -1,7 +1,13 @@
-"""verl's real V1 trainer + SIREN end to end on CPU (the `cpu_smoke` preset), then a resume."""
+"""verl's real V1 trainer + SIREN end to end on CPU (the `cpu_smoke` preset), through the
+`siren-verl train` command a user runs: the console and the run's artefacts, a refused resume that
+changes nothing on disk, then a real resume."""
 
+import hashlib
 import json
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -48,17 +54,66 @@ def check_forking_report_and_plot(tmp_path, steps: dict) -> None:
             assert image.format == "PNG"
 
 
-def test_siren_three_steps_then_resume_one(tmp_path, toy_dir, e2e):
-    # ---- 3 steps, checkpoint at the last one ----
-    log = e2e.train(
-        toy_dir,
-        tmp_path,
-        ["trainer.total_training_steps=3", "entropy_control.forking_report.every_n_steps=2", "entropy_control.forking_report.top_n=5"],
-        "run.log",
-    )
+def run_cli(args, cwd, env, timeout=900):
+    return subprocess.run([sys.executable, "-m", "siren_verl", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def snapshot(folder) -> dict[str, str]:
+    """Every file under `folder`: relative path -> size, mtime and content hash."""
+    files = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            stat = os.stat(path)
+            files[os.path.relpath(path, folder)] = f"{stat.st_size} {stat.st_mtime_ns} {digest}"
+    return files
+
+
+def check_console(proc, run_dir, steps: int) -> None:
+    """What the user sees: a screenful -- start-up lines naming the method, one line per step with
+    SIREN's own quantities, the summary table -- and the full stream in the run's train.log."""
+    console = (proc.stdout + proc.stderr).strip().splitlines()
+    log = run_dir / "train.log"
+    assert len(console) <= 25, "\n".join(console)
+    shown = "\n".join(console)
+    assert console[0].startswith("[siren-verl] siren on ") and str(run_dir) in console[0], shown
+    assert f"full Ray/verl log: {log}" in proc.stdout, shown
+    step_lines = [line for line in console if re.match(r"step \d+/", line)]
+    assert [line.split()[1] for line in step_lines] == [f"{n}/{steps}" for n in range(1, steps + 1)], shown
+    for line in step_lines:  # SIREN's own quantities, not the constant β
+        for label in ("reward", "H_full", "H_nucleus", "H_selected", "anchor", "reg_loss"):
+            assert f" {label} " in line, line
+        assert " coef " not in line
+    table = console.index(next(line for line in console if line.startswith("Per step of this siren run")))
+    assert console[table + 1].split()[:4] == ["step", "reward", "H_full", "H_nucleus"]
+    assert [row.split()[0] for row in console[table + 2 : table + 2 + steps]] == [str(n) for n in range(1, steps + 1)]
+    assert f"checkpoints (verl + entropy_control.json): {run_dir / 'checkpoints'}" in proc.stdout
+    full = log.read_text()
+    # verl's console logger shows the entropy metrics every step, in the full log
+    assert all(f"step:{n} - " in full for n in range(1, steps + 1)) and full.count("entropy/anchor:") >= steps
+    assert len(full.splitlines()) > 100  # Ray's start-up too
+    # TransferQueue's thread count follows this machine's cores (TQ_NUM_THREADS), so it never warns
+    assert "should not exceed total physical CPU cores" not in full
+
+
+def test_siren_three_steps_a_refused_resume_then_resume_one(tmp_path, toy_dir, e2e):
+    # ---- 3 steps through `siren-verl train`, checkpoint at the last one ----
+    env = e2e.clean_env(toy_dir)
+    env.pop("SIREN_VERBOSE", None)
+    proc = run_cli(["train", "--config-name", "cpu_smoke", "trainer.total_training_steps=3",
+                    "entropy_control.forking_report.every_n_steps=2", "entropy_control.forking_report.top_n=5"],
+                   tmp_path, env)
+    run_dir = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke_siren"  # the run's own folder
+    train_log = run_dir / "train.log"
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + (
+        train_log.read_text()[-5000:] if train_log.exists() else "")
+    check_console(proc, run_dir, steps=3)
     metrics_file = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke_siren.jsonl"
     steps = e2e.read_metrics(metrics_file)
-    assert sorted(steps) == [1, 2, 3], log[-3000:]
+    assert sorted(steps) == [1, 2, 3]
 
     # rewards vary, so GRPO advantages are not all zero
     assert any(s["critic/score/max"] > s["critic/score/min"] for s in steps.values())
@@ -79,18 +134,33 @@ def test_siren_three_steps_then_resume_one(tmp_path, toy_dir, e2e):
     anchor = steps[1]["entropy/anchor"]
     assert anchor == pytest.approx(steps[1]["entropy/selected_mean"], rel=1e-6)
     assert [s["entropy/anchor"] for s in steps.values()] == [anchor] * 3
-    # verl's console logger shows the entropy metrics every step (in the run's full log; the console
-    # gets one compact line per step, tests/cli/test_train_console.py)
-    full_log = (tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke_siren" / "train.log").read_text()
-    assert all(f"step:{n} -" in full_log for n in (1, 2, 3)) and full_log.count("entropy/anchor:") >= 3
 
     check_forking_report_and_plot(tmp_path, steps)
+    assert not (run_dir.parent / "forking_tokens.jsonl").exists()  # never the project's shared folder
+    summary = subprocess.run([sys.executable, "-m", "siren_verl.toy.summary", str(metrics_file)], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert summary.returncode == 0 and str(run_dir / "checkpoints") in summary.stdout, summary.stdout
 
     ckpt = tmp_path / "outputs" / "siren_verl_cpu" / "cpu_smoke_siren" / "checkpoints"
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
     state = json.loads((ckpt / "global_step_3" / "entropy_control.json").read_text())
     assert state["method"] == "siren" and state["anchor"] == anchor and state["steps_observed"] == 3
     assert os.listdir(ckpt / "global_step_3" / "actor")
+
+    # ---- resuming this SIREN checkpoint as PAR is refused before Ray starts; nothing on disk moves ----
+    before = snapshot(tmp_path / "outputs")
+    ray_tmp = tmp_path / "ray_tmp"
+    ray_tmp.mkdir()
+    refused = run_cli(["train", "--config-name", "cpu_smoke", "trainer.total_training_steps=4",
+                       "entropy_control.method=par", "trainer.experiment_name=cpu_smoke_siren"], tmp_path,
+                      {**env, "RAY_TMPDIR": str(ray_tmp)}, timeout=300)
+    assert refused.returncode == 2
+    err = refused.stderr.strip().splitlines()
+    assert len(err) <= 2, refused.stderr
+    assert "cannot resume from" in err[0] and "global_step_3" in err[0] and "'siren'" in err[0]
+    assert "trainer.experiment_name=" in refused.stderr and "trainer.resume_mode=disable" in refused.stderr
+    assert os.listdir(ray_tmp) == []  # no Ray instance was started
+    assert snapshot(tmp_path / "outputs") == before  # no metrics moved aside, no log appended
 
     # ---- resume: one more step from global_step_3, the anchor restored, not re-measured ----
     log2 = e2e.train(toy_dir, tmp_path, ["trainer.total_training_steps=4"], "resume.log")
