@@ -8,7 +8,7 @@ import of that module instead: they run in exactly the processes that import it,
 can look the registry up.
 
 siren-verl's verl subclasses live in modules that import verl at their top and register their class
-on their last line (`siren_engine.py`); `import_after` loads each of them
+on their last line (`siren_engine.py`, `siren_cpu_platform.py`); `import_after` loads each of them
 from the hook on the verl module it needs, so no other process imports them.
 """
 

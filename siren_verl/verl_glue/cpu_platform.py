@@ -5,8 +5,8 @@ verl 0.9.1 resolves its platform once per process (`verl.plugin.platform.get_pla
 use_smi_check=True)` is true, else 'nvidia' (device 'cuda', backend 'nccl') even with no GPU.
 This module adds, through verl's own registries:
 
-* `CpuPlatform`, registered as 'cpu' AFTER verl's built-in platforms, so auto-detection asks
-  nvidia/huawei/amd first. It claims the machine only when the installed torch is a CPU-only build
+* `CpuPlatform` (`siren_cpu_platform.py`), registered as 'cpu' AFTER verl's built-in platforms, so
+  auto-detection asks nvidia/huawei/amd first. It claims the machine only when the installed torch is a CPU-only build
   (no CUDA, no ROCm, no NPU): GPU machines are untouched. `VERL_PLATFORM=cpu` selects it explicitly
   (`siren_verl.main` sets that when `trainer.device=cpu`).
 * the FSDP engines for device 'cpu' (verl registers them for cuda and npu only; `siren_engine.py`);
@@ -22,14 +22,15 @@ from __future__ import annotations
 import functools
 import os
 import resource
-from contextlib import contextmanager
 from types import ModuleType
 
 import torch
 
-from siren_verl.verl_glue._import_hooks import after_import
+from siren_verl.verl_glue._import_hooks import after_import, import_after
 
 PLATFORM_NAME = "cpu"
+PLATFORM_PACKAGE = "verl.plugin.platform"  # verl's platform registry; `import verl` imports it first
+PLATFORM_MODULE = "siren_verl.verl_glue.siren_cpu_platform"  # CpuPlatform: imports verl at its top
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,99 +166,11 @@ def torch_is_cpu_only_build() -> bool:
     return torch.version.cuda is None and torch.version.hip is None and not hasattr(torch, "npu")
 
 
-def _make_platform_class():
-    from verl.plugin.platform import PlatformBase
-
-    class CpuPlatform(PlatformBase):
-        """verl platform 'cpu': device 'cpu', gloo collectives, logical Ray GPUs."""
-
-        @property
-        def device_name(self) -> str:
-            return "cpu"
-
-        @property
-        def vendor_name(self) -> str:
-            return "cpu"
-
-        @property
-        def device_module(self) -> ModuleType:
-            return CPU_DEVICE_MODULE
-
-        def is_available(self) -> bool:
-            return True
-
-        def is_platform_available(self, use_smi_check: bool = False) -> bool:
-            # Asked only after verl's own platforms declined (registration order). A CUDA/ROCm
-            # build of torch in a CPU-only Ray actor of a GPU cluster must still resolve to its
-            # accelerator platform, so only a CPU-only torch build claims the machine.
-            return torch_is_cpu_only_build()
-
-        def current_device(self) -> torch.device:
-            # verl passes get_device_id() to `.to(...)` / `device=`; an int there means cuda:<int>.
-            return torch.device("cpu")
-
-        def device_count(self) -> int:
-            return 1
-
-        def set_device(self, device_index) -> None:
-            pass
-
-        def synchronize(self, device_index=None) -> None:
-            pass
-
-        def manual_seed(self, seed: int) -> None:
-            torch.manual_seed(seed)
-
-        def manual_seed_all(self, seed: int) -> None:
-            torch.manual_seed(seed)
-
-        def set_allocator_settings(self, settings: str) -> None:
-            pass  # e.g. expandable_segments: a CUDA caching-allocator setting
-
-        def empty_cache(self) -> None:
-            pass
-
-        def get_device_capability(self, device_index: int = 0):
-            return None, None
-
-        def communication_backend_name(self) -> str:
-            return "gloo"
-
-        def visible_devices_envvar(self) -> str:
-            # verl reads/sets this to pin workers to devices; CPU workers share all cores.
-            return "SIREN_VERL_CPU_VISIBLE_DEVICES"
-
-        @contextmanager
-        def nvtx_range(self, msg: str):
-            yield
-
-        def profiler_start(self) -> None:
-            pass
-
-        def profiler_stop(self) -> None:
-            pass
-
-        def ray_resource_name(self) -> str:
-            return "GPU"  # logical GPUs: verl's ResourcePoolManager counts only GPU/NPU
-
-        def ray_noset_envvars(self) -> list[str]:
-            return []
-
-        def is_ipc_supported(self) -> bool:
-            return False
-
-        def cudart(self):
-            return None
-
-    return CpuPlatform
-
-
 def register_cpu_platform() -> None:
-    """Register the 'cpu' platform with verl (idempotent) and arrange the gloo backend."""
-    from verl.plugin.platform import PlatformRegistry
-
-    if PlatformRegistry.get(PLATFORM_NAME) is None:
-        PlatformRegistry.register(platform=PLATFORM_NAME)(_make_platform_class())
+    """Register the 'cpu' platform with verl (idempotent) once `verl.plugin.platform` is imported
+    (`siren_cpu_platform` is imported then and registers `CpuPlatform` on import), and arrange the
+    gloo backend."""
+    import_after(PLATFORM_PACKAGE, PLATFORM_MODULE)
     for module_name in ("verl.utils.distributed", "verl.workers.engine_workers"):
         after_import(module_name, _use_gloo_on_cpu)
 

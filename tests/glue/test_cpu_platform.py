@@ -24,8 +24,10 @@ def _run(code: str, **env) -> str:
 
 # the modules siren-verl's verl subclasses live in, and the verl modules they subclass: the entry point
 # (run by `import verl` in every process) must load none of them (tests/glue/test_verl_subclasses.py)
+# (the platform's module is the exception: `import verl` imports verl's platform package, which loads it)
 SUBCLASS_MODULES = ("siren_verl.verl_glue.siren_engine",)
 HEAVY_VERL = ("verl.workers.engine", "verl.workers.engine.fsdp.transformer_impl")
+PLATFORM_MODULE = "siren_verl.verl_glue.siren_cpu_platform"
 
 
 def test_entry_point_registers_and_verl_picks_cpu_in_a_fresh_process():
@@ -40,7 +42,7 @@ def test_entry_point_registers_and_verl_picks_cpu_in_a_fresh_process():
     # whose hook fires inside that import, and the class must still end up registered.
     out = _run(
         "import pickle, sys, verl\n"
-        "print('plugin' , 'siren_verl.verl_glue.plugin' in sys.modules)\n"
+        f"print('plugin', 'siren_verl.verl_glue.plugin' in sys.modules, {PLATFORM_MODULE!r} in sys.modules)\n"
         f"print('loaded', [m for m in {(*HEAVY_VERL, *SUBCLASS_MODULES)!r} if m in sys.modules])\n"
         "from verl.utils.device import get_device_name, get_nccl_backend, get_resource_name\n"
         "print('platform', get_device_name(), get_nccl_backend(), get_resource_name())\n"
@@ -50,7 +52,7 @@ def test_entry_point_registers_and_verl_picks_cpu_in_a_fresh_process():
         " EngineRegistry.get_engine_cls('value_model', 'fsdp').__name__)\n"
         "print('unpickled', EngineRegistry.get_engine_cls('language_model', 'fsdp') is cls, cls.__module__)\n"
     )
-    assert "plugin True" in out
+    assert "plugin True True" in out
     assert "loaded []" in out
     assert "platform cpu gloo GPU" in out
     assert "engine SirenFSDPEngineWithLMHead FSDPEngineWithValueHead" in out
@@ -58,11 +60,22 @@ def test_entry_point_registers_and_verl_picks_cpu_in_a_fresh_process():
 
 
 def test_explicit_verl_platform_still_wins():
+    # also the other import order: the plugin imported before verl (it must not import verl itself),
+    # then the platform class unpickled before anything imported verl: its module imports verl,
+    # whose platform package's hook fires inside that import, and the class must still be registered
     out = _run(
-        "import verl\nfrom verl.utils.device import get_device_name\nprint('platform', get_device_name())",
+        "import pickle, sys\n"
+        "import siren_verl.verl_glue.plugin\n"
+        "print('verl after plugin', 'verl' in sys.modules)\n"
+        # the class by its module path, as pickle (protocol 0) writes it
+        f"cls = pickle.loads(b'c{PLATFORM_MODULE}\\nCpuPlatform\\n.')\n"
+        "from verl.plugin.platform import PlatformRegistry\n"
+        "from verl.utils.device import get_device_name\n"
+        "print('platform', get_device_name(), PlatformRegistry.get('cpu') is cls)",
         VERL_PLATFORM="nvidia",
     )
-    assert "platform cuda" in out
+    assert "verl after plugin False" in out
+    assert "platform cuda True" in out
 
 
 def test_device_module_is_torch_cuda_like():

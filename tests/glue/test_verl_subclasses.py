@@ -20,7 +20,8 @@ import siren_verl
 
 PACKAGE = Path(siren_verl.__file__).resolve().parent
 ENGINE_MODULE = "siren_verl.verl_glue.siren_engine"
-SUBCLASS_MODULES = (ENGINE_MODULE,)
+PLATFORM_MODULE = "siren_verl.verl_glue.siren_cpu_platform"
+SUBCLASS_MODULES = (ENGINE_MODULE, PLATFORM_MODULE)
 ENGINE_KEYS = ("cpu", ("cuda", "nvidia"), ("cuda", "amd"), ("npu", "huawei"))
 
 
@@ -49,6 +50,19 @@ def test_engine_class_pickles_by_module_path():
     blob = pickle.dumps(cls)
     assert ENGINE_MODULE.encode() in blob and b"SirenFSDPEngineWithLMHead" in blob
     assert pickle.loads(blob) is cls
+
+
+def test_cpu_platform_is_loaded_by_the_hook_registered_and_pickles_by_module_path():
+    import verl  # noqa: F401  (imports verl.plugin.platform, whose hook loads the platform module)
+    from verl.plugin.platform import PlatformBase, PlatformRegistry
+
+    cls = sys.modules[PLATFORM_MODULE].CpuPlatform
+    assert issubclass(cls, PlatformBase) and PlatformRegistry.get("cpu") is cls
+    assert (cls.__module__, cls.__qualname__) == (PLATFORM_MODULE, "CpuPlatform")
+    blob = pickle.dumps(cls)
+    assert PLATFORM_MODULE.encode() in blob and pickle.loads(blob) is cls
+    platform = pickle.loads(pickle.dumps(cls()))  # an instance too, as verl's get_platform() hands out
+    assert type(platform) is cls and platform.communication_backend_name() == "gloo"
 
 
 def _imported_modules(path: Path) -> set[str]:
