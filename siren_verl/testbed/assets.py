@@ -95,6 +95,7 @@ def _settings(spec: WarmStartSpec, train_problems: int, val_per_k: int) -> dict:
 
 def _build_into(folder: str, spec: WarmStartSpec, train_problems: int, val_per_k: int, log) -> dict:
     import pandas as pd
+    import torch
 
     from siren_verl.toy.tokenizer import build_tokenizer
 
@@ -104,11 +105,16 @@ def _build_into(folder: str, spec: WarmStartSpec, train_problems: int, val_per_k
     pd.DataFrame([to_row(p, val_source(p.k), "test", i) for i, p in enumerate(val_set)]).to_parquet(
         os.path.join(folder, "val.parquet"))
     tok = build_tokenizer()
-    t0 = time.time()
-    model, final_loss = train(spec, tok, train_set, log=log)
-    train_s = time.time() - t0
-    t0 = time.time()
-    stats = evaluate(model, tok, val_set, spec.eval_samples, EVAL_SEED)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.torch_threads)
+    try:
+        t0 = time.time()
+        model, final_loss = train(spec, tok, train_set, log=log)
+        train_s = time.time() - t0
+        t0 = time.time()
+        stats = evaluate(model, tok, val_set, spec.eval_samples, EVAL_SEED)
+    finally:
+        torch.set_num_threads(threads)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.bos_token_id = None

@@ -26,7 +26,9 @@ Choices documented here:
 - Only `+` and `-` (the tokenizer also has `*`, left out: with a zero among the numbers, products
   collapse most chains to 0).
 - The target of a generated problem is drawn uniformly from the digits its numbers can reach, so
-  easy (many chains reach T) and hard (few chains) problems both occur.
+  easy (many chains reach T) and hard (few chains) problems both occur. Since -x = x mod 2 and 10
+  is even, every chain's value has the parity of the numbers' sum: at most 5 targets are reachable,
+  and a policy that only learns the parity rule gains nothing (the prompt shows a reachable T).
 - Problems are identified by their CANONICAL KEY, the sorted numbers and the target
   (`"3 4 7 = 8"`); the train and held-out splits are disjoint by this key. The order of the numbers
   in the prompt is random (and part of the row, not of the key).
@@ -36,6 +38,7 @@ Choices documented here:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import re
@@ -124,7 +127,12 @@ def solutions(problem: Problem) -> list[str]:
 
 def reachable_targets(numbers) -> list[int]:
     # the value depends on the signs and on which number goes first (it is never negated)
-    return sorted({chain_value(o, s) for o, s in all_chains(numbers)})
+    return list(_reachable_sorted(tuple(sorted(numbers))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _reachable_sorted(numbers: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sorted({chain_value(o, s) for o, s in all_chains(numbers)}))
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,12 @@ class WarmStartSpec:
     seed: int = 0
     teacher: TeacherMix = field(default_factory=TeacherMix)
     eval_samples: int = 32
+    # torch threads for the build: the matrices are tiny, one thread is as fast as two on an idle
+    # 2-core machine and much faster on a busy one (restored afterwards)
+    torch_threads: int = 1
 
     def __post_init__(self):
-        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        for name in ("torch_threads", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                      "num_key_value_heads", "steps", "batch_size", "eval_samples"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"testbed warm start {name}={getattr(self, name)}: must be >= 1")

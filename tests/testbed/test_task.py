@@ -188,3 +188,15 @@ def test_reward_contract():
         compute_score("x", None, gt)
     with pytest.raises(ValueError, match="ground_truth"):
         compute_score("x", "7+4=1", "8")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=2, max_size=5))
+def test_reachable_targets_have_the_sum_parity_and_match_brute_force(numbers):
+    reach = reachable_targets(numbers)
+    assert all(t % 2 == sum(numbers) % 2 for t in reach) and len(reach) <= 5
+    values = set()  # every ordering x sign pattern, summed by hand
+    for perm in itertools.permutations(numbers):
+        for signs in itertools.product((1, -1), repeat=len(numbers) - 1):
+            values.add((perm[0] + sum(s * v for s, v in zip(signs, perm[1:], strict=True))) % 10)
+    assert reach == sorted(values)
