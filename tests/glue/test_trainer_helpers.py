@@ -1,5 +1,5 @@
-"""Pure helpers of the siren_sync trainer: the start-up worker check, the run directory of the
-forking-token report, the settings read off verl's config."""
+"""Pure helpers of the siren_sync trainer and the launch: the start-up worker check, the run directory
+of the forking-token report, the settings read off verl's config, the Ray start-up, the environment."""
 
 import os
 import types
@@ -113,8 +113,12 @@ def test_reward_flags_from_reward_loop_extra_fields():
 
 
 def test_logical_ray_resources_only_for_a_cluster_we_start():
-    from siren_verl.main import starts_local_ray
+    from siren_verl.verl_glue.launch import starts_local_ray, uses_local_ray
 
+    config = OmegaConf.create({"ray_kwargs": {"ray_init": {"address": None}}})
+    assert uses_local_ray(config, environ={}) and not uses_local_ray(config, environ={"RAY_ADDRESS": "auto"})
+    config.ray_kwargs.ray_init.address = "auto"
+    assert not uses_local_ray(config, environ={})
     assert starts_local_ray(None, environ={})
     assert starts_local_ray("local", environ={"RAY_ADDRESS": "http://127.0.0.1:8265"})
     # inside a Ray job (RAY_ADDRESS set) or with an explicit address: connect, pass no num_cpus/num_gpus
@@ -165,3 +169,29 @@ def test_earlier_metrics_are_kept_a_resume_as_a_segment_a_fresh_start_set_aside(
     assert folder == str(tmp_path / "exp.earlier-T2")
     assert sorted(os.listdir(folder)) == ["exp.jsonl", "exp.until-T1-2.jsonl", "exp.until-T1.jsonl"]
     assert sorted(os.listdir(tmp_path)) == ["exp.earlier-T2"]
+
+
+def test_process_environment_before_verl_is_imported():
+    from siren_verl.verl_glue.launch import set_process_environment
+
+    env = {}
+    set_process_environment(["trainer.device=cpu", "x=1"], env)
+    assert env == {"VERL_PLATFORM": "cpu", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+    env = {"RAY_AUTH_MODE": "token"}
+    set_process_environment(["++trainer.device = cpu"], env)  # the user's own value is kept
+    assert env["RAY_AUTH_MODE"] == "token" and env["VERL_PLATFORM"] == "cpu"
+    env = {}
+    set_process_environment(["trainer.device=cuda"], env)
+    assert "VERL_PLATFORM" not in env
+
+
+def test_compose_searches_the_users_folder_then_siren_verls_then_verls(tmp_path):
+    from siren_verl.verl_glue.launch import compose_config
+
+    (tmp_path / "mine.yaml").write_text(
+        "defaults:\n  - siren_base\n  - _self_\ntrainer:\n  total_epochs: 7\n"
+    )
+    config = compose_config([], "mine", str(tmp_path))
+    assert config.trainer.total_epochs == 7  # the user's yaml
+    assert config.trainer.v1.trainer_mode == "siren_sync" and config.entropy_control.method == "none"  # siren-verl's
+    assert config.actor_rollout_ref.actor.policy_loss.loss_mode == "vanilla"  # verl's ppo_trainer
