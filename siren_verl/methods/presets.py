@@ -50,11 +50,16 @@ PARTS: dict[str, tuple[str, ...]] = {
     "policy_loss": POLICY_LOSSES,
 }
 
-# verl agg_loss modes, plus "pg" = the actor's own `loss_agg_mode`
-AGG_MODES = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm", "pg")
-# the anchored square is nonlinear: its H̄ is aggregated inside each micro-batch (docs/methods.md §3), where only
-# these two means are defined without verl's global batch information
+# `agg_mode`: how a regulariser aggregates per-token entropies into H̄ (names and meanings as in
+# docs/methods.md §0, §3). Per micro-batch: the mean over each response then over responses, or the
+# mean over every token (siren_verl/entropy/aggregate.py); the only means defined without the whole
+# batch's sizes, so the only ones the anchored square (nonlinear in H̄) can use. Over the whole
+# batch: the token sum of each response averaged over responses, optionally divided by the
+# response-length horizon. "pg": the policy-gradient loss's own aggregation.
 LOCAL_AGG_MODES = ("seq-mean-token-mean", "token-mean")
+GLOBAL_AGG_MODES = ("seq-mean-token-sum", "seq-mean-token-sum-norm")
+PG_AGG_MODE = "pg"
+AGG_MODES = (*LOCAL_AGG_MODES, *GLOBAL_AGG_MODES, PG_AGG_MODE)
 
 
 @dataclass(frozen=True)

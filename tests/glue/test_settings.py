@@ -9,7 +9,14 @@ import torch
 from omegaconf import OmegaConf
 
 from siren_verl.methods.config import ConfigError, parse_entropy_control, resolve
-from siren_verl.methods.presets import AGG_MODES, METHODS, POLICY_LOSSES
+from siren_verl.methods.presets import (
+    AGG_MODES,
+    GLOBAL_AGG_MODES,
+    LOCAL_AGG_MODES,
+    METHODS,
+    PG_AGG_MODE,
+    POLICY_LOSSES,
+)
 from siren_verl.verl_glue import settings as st
 from siren_verl.verl_glue.settings import check_trainer_settings
 
@@ -100,7 +107,8 @@ def test_agg_modes_are_verls_agg_loss_modes():
 
     from siren_verl.entropy.aggregate import masked_seq_mean_token_mean, masked_token_mean
 
-    assert sorted(m for m in AGG_MODES if m != "pg") == sorted(st.VERL_AGG_MODES)
+    assert sorted(m for m in AGG_MODES if m != PG_AGG_MODE) == sorted(st.VERL_AGG_MODES)
+    assert sorted(LOCAL_AGG_MODES + GLOBAL_AGG_MODES) == sorted(st.VERL_AGG_MODES)
     gen = torch.Generator().manual_seed(0)
     values = torch.rand(4, 7, generator=gen, dtype=torch.float64)
     mask = (torch.rand(4, 7, generator=gen) > 0.3).double()
