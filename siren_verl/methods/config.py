@@ -309,7 +309,7 @@ class MethodSpec:
     method: str
     parts: dict[str, str]
     coef: float
-    agg_mode: str  # may be "pg": the actor's loss_agg_mode (resolved in the glue)
+    agg_mode: str  # may be "pg": the policy-gradient loss's own aggregation (resolved in the glue)
     config: EntropyControlConfig
 
     @property
