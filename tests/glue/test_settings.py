@@ -183,3 +183,26 @@ def test_run_info(default_config, tmp_path):
     assert info.actor_agg_mode == config.actor_rollout_ref.actor.loss_agg_mode
     config.trainer.total_training_steps = None
     assert st.run_info(config).total_steps is None
+
+
+def test_only_the_glue_imports_verl():
+    """A verl upgrade touches siren_verl/verl_glue/ only: no other module imports verl (the test
+    helpers in testing/ and `siren-verl doctor`'s plugin check aside), at its top or in a function."""
+    import ast
+    from pathlib import Path
+
+    package = Path(st.__file__).resolve().parents[1]
+    allowed = ("verl_glue/", "testing/", "cli/doctor.py")
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).as_posix()
+        if relative.startswith(allowed):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{relative}:{node.lineno} {n}" for n in names if n == "verl" or n.startswith("verl.")]
+    assert offenders == []
