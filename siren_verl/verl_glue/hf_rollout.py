@@ -14,7 +14,9 @@ Three pieces plug into verl 0.9.1's server-mode rollout interfaces (no verl sour
   distribution (vLLM's `processed_logprobs`), abort / resume for partial rollouts.
   Reproducible: each response is drawn from its own generator, seeded by (rollout.seed, training
   step, the request's `priority` -- verl's row index in the step's batch, i.e. prompt and sample
-  index --, the prompt tokens, and the k-th arrival of that same key), never from one generator
+  index, which reaches this server only as the `det-<priority>` request id of
+  `rollout.full_determinism=True`, see `priority_from_request_id` --, the prompt tokens, and the
+  k-th arrival of that same key), never from one generator
   serving requests in arrival order; the same settings and seed give the same responses however
   the requests are ordered or batched (`request_seed`).
 * `HFReplica` -- a `RolloutReplica`: `launch_servers()` starts one server per replica on the node of
@@ -274,6 +276,23 @@ def parse_sampling_params(
         stop_token_ids=tuple(int(t) for t in (sampling_params.get("stop_token_ids") or ())),
         min_tokens=int(sampling_params.get("min_tokens") or 0),
     )
+
+
+DETERMINISTIC_REQUEST_ID_PREFIX = "det-"
+
+
+def priority_from_request_id(request_id: Any) -> int | None:
+    """verl's row `priority` carried by a request id. verl forwards `priority` to vLLM servers only,
+    but with `rollout.full_determinism=True` its agent loops name each request `det-<priority>`
+    (single_turn_agent_loop / tool_agent_loop) and its server client passes that id through.
+    None for any other id (a random uuid)."""
+    if not isinstance(request_id, str) or not request_id.startswith(DETERMINISTIC_REQUEST_ID_PREFIX):
+        return None
+    digits = request_id[len(DETERMINISTIC_REQUEST_ID_PREFIX) :]
+    try:
+        return int(digits)
+    except ValueError:
+        return None
 
 
 def request_seed(seed: int, step: int, priority: int, prompt_ids: Iterable[int], occurrence: int = 0) -> int:
@@ -549,6 +568,8 @@ class HFGenerationServer:
             if self._reject:
                 return self._token_output(GenerationRequest(prompt_ids, 1, stop_reason="aborted"))
             await self._gate.wait()
+        if not priority:  # verl passes `priority` to vLLM only; the det-<priority> request id carries it
+            priority = priority_from_request_id(request_id) or 0
         req = GenerationRequest(prompt_ids=prompt_ids, seed=self._request_seed(prompt_ids, priority, sampling_params), **params)
         req.future = asyncio.get_running_loop().create_future()
         await self._queue.put(req)

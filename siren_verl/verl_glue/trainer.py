@@ -199,6 +199,36 @@ def _real_rows(batch) -> torch.Tensor:
     return torch.tensor([not tag.get("is_padding", False) for tag in batch.tags], dtype=torch.bool)
 
 
+# Reproducible batch order. verl names each prompt with a random uuid4 and its sync ReplayBuffer
+# hands the step's trajectories over in TransferQueue arrival order (rollout completion order), so
+# the training batch's row order -- hence its micro-batch partition and every float sum over it --
+# changed from run to run. siren-verl numbers the prompts instead and sorts each step's batch.
+PROMPT_UID_DIGITS = 12
+
+
+def sequential_prompt_uid(step: int, count: int) -> str:
+    """The uid of the `count`-th prompt fetched at training step `step`: zero-padded digits, no "_"
+    (verl's `{uid}_{session}_{index}` key separator), so string order is fetch order."""
+    if step < 0 or count < 0:
+        raise ValueError(f"sequential_prompt_uid: step={step}, count={count} must be >= 0")
+    return f"step{step:0{PROMPT_UID_DIGITS}d}prompt{count:0{PROMPT_UID_DIGITS}d}"
+
+
+def trajectory_key_order(keys: list[str], responses: list[list[int]]) -> list[int]:
+    """Indices that sort verl's trajectory keys `{uid}_{session_id}_{index}` by (uid, response
+    tokens, session_id, index). Within a prompt's group the response decides, not the session: the
+    rollout hands a prompt's n seeded samples to its n sessions in request arrival order, which
+    varies from run to run (rows with equal responses are interchangeable)."""
+    if len(keys) != len(responses):
+        raise ValueError(f"trajectory_key_order: {len(keys)} keys but {len(responses)} responses")
+
+    def sort_key(i: int):
+        uid, session, index = keys[i].rsplit("_", 2)
+        return uid, [int(t) for t in responses[i]], int(session), int(index)
+
+    return sorted(range(len(keys)), key=sort_key)
+
+
 # ---------------------------------------------------------------------------------------------
 # the trainer
 # ---------------------------------------------------------------------------------------------
@@ -236,6 +266,36 @@ def _make_trainer_class():
                     f"trainer.v1.sync.parameter_sync_step={self.parameter_sync_step} with {ROOT}.method="
                     f"{self.entropy_spec.method}: the controller advances once per training step; must be 1"
                 )
+
+        # ---- reproducible batch order (see sequential_prompt_uid) ---------------------------
+        def _fetch_one_gen_batch(self):
+            """verl's own (trainer_base.py), with `sequential_prompt_uid` in place of uuid4."""
+            import numpy as np
+            from verl.utils import tensordict_utils as tu
+
+            try:
+                if self.train_dataloader_it is None:
+                    self.train_dataloader_it = iter(self.train_dataloader)
+                batch_dict = next(self.train_dataloader_it)
+            except StopIteration:
+                self.train_dataloader_it = iter(self.train_dataloader)
+                batch_dict = next(self.train_dataloader_it)
+            # prompts count from 0 at each step (so a resumed run names them as an uninterrupted one)
+            step = int(self.global_steps)
+            first = self._siren_prompt_count if getattr(self, "_siren_prompt_step", None) == step else 0
+            size = len(batch_dict["raw_prompt"])
+            batch_dict["uid"] = np.array([sequential_prompt_uid(step, first + i) for i in range(size)], dtype=object)
+            # the rollout's per-request seed key (hf_rollout.request_seed): without it every prompt
+            # has priority 0 and two copies of one prompt in a batch share their seeds' pool
+            batch_dict["priority"] = np.arange(first, first + size, dtype=np.int64)
+            self._siren_prompt_step, self._siren_prompt_count = step, first + size
+            return tu.get_tensordict(batch_dict)
+
+        def _balance_batch(self, batch, metrics, *args, **kwargs):
+            data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["responses"])
+            responses = [r.tolist() for r in data["responses"].unbind()]
+            batch.reorder(trajectory_key_order(list(batch.keys), responses))
+            return super()._balance_batch(batch, metrics, *args, **kwargs)
 
         # ---- set-up ------------------------------------------------------------------------
         def _init_dataloader(self):

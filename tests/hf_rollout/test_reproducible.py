@@ -18,6 +18,7 @@ from siren_verl.verl_glue.hf_rollout import (
     BatchGenerator,
     GenerationRequest,
     inverse_cdf_sample,
+    priority_from_request_id,
     request_seed,
     sample_next_tokens,
 )
@@ -187,3 +188,27 @@ def test_no_seed_repeats_across_the_rows_of_a_step(seed):
     prompt = [1, 2, 3]
     seeds = {request_seed(seed, 2, row, prompt, 0) for row in range(256)}
     assert len(seeds) == 256
+
+
+@pytest.mark.parametrize(
+    "request_id,expected",
+    [("det-0", 0), ("det-17", 17), ("det-x", None), ("0f3a9c", None), ("det-", None), (None, None), ("xdet-3", None)],
+)
+def test_priority_from_request_id(request_id, expected):
+    assert priority_from_request_id(request_id) == expected
+
+
+def test_det_request_ids_carry_the_priority_verl_withholds(toy, model_and_tok):
+    """verl's server client passes `priority` to vLLM only; under rollout.full_determinism the
+    request id `det-<priority>` reaches the hf server instead and seeds the same responses."""
+    _, tok = model_and_tok
+    prompt = chat_prompt(tok, CONTENTS[0])
+    rows = [3, 1, 2, 0]  # two copies of one prompt at four rows, arriving out of order
+
+    async def by_id():
+        server = make_hf_server(toy.model, seed=5)
+        tasks = [asyncio.create_task(server.generate(prompt, dict(SAMPLING), f"det-{r}")) for r in rows]
+        return [tuple((await t).token_ids) for t in tasks]
+
+    explicit = _serve(make_hf_server(toy.model, seed=5), [(prompt, r) for r in rows], list(range(len(rows))))
+    assert asyncio.run(by_id()) == [explicit[i] for i in range(len(rows))]

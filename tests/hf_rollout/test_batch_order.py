@@ -1,0 +1,71 @@
+"""The trainer's reproducible batch order (siren_verl/verl_glue/trainer.py): sequential prompt uids
+and the (prompt, response, session) sort of each step's trajectory keys -- what makes two runs with
+the same seed compute on the same row order (tests/e2e/test_reproducible.py runs it end to end)."""
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from siren_verl.verl_glue.trainer import sequential_prompt_uid, trajectory_key_order
+
+
+def test_uids_sort_in_fetch_order_and_carry_no_key_separator():
+    uids = [sequential_prompt_uid(step, count) for step in (1, 2, 10) for count in (0, 1, 9, 10, 123)]
+    assert sorted(uids) == uids
+    assert len(set(uids)) == len(uids)
+    assert all("_" not in uid for uid in uids)
+    assert sequential_prompt_uid(3, 7) == "step000000000003prompt000000000007"
+
+
+@pytest.mark.parametrize("step,count", [(-1, 0), (0, -1)])
+def test_negative_uid_parts_are_refused(step, count):
+    with pytest.raises(ValueError, match="must be >= 0"):
+        sequential_prompt_uid(step, count)
+
+
+def test_hand_worked_order():
+    a, b = sequential_prompt_uid(1, 0), sequential_prompt_uid(1, 1)
+    keys = [f"{b}_0_0", f"{a}_1_0", f"{a}_0_0", f"{b}_1_0", f"{a}_10_0", f"{a}_2_0"]
+    responses = [[5], [3, 1], [3, 2], [4], [3, 1], [2]]
+    # a's group by response: [2] (s2), [3,1] (s1), [3,1] (s10: equal response, session 10 after 1), [3,2] (s0)
+    assert [keys[i] for i in trajectory_key_order(keys, responses)] == [
+        f"{a}_2_0",
+        f"{a}_1_0",
+        f"{a}_10_0",
+        f"{a}_0_0",
+        f"{b}_1_0",
+        f"{b}_0_0",
+    ]
+
+
+def test_length_mismatch_is_refused():
+    with pytest.raises(ValueError, match="2 keys but 1 responses"):
+        trajectory_key_order(["x_0_0", "x_1_0"], [[1]])
+
+
+@given(
+    st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=3), min_size=1, max_size=24),
+    st.randoms(use_true_random=False),
+)
+def test_order_does_not_depend_on_arrival_or_session_assignment(responses, rnd: random.Random):
+    """A step's batch as two runs may see it: the same prompts' groups of responses, arriving in any
+    order and handed to the sessions in any order -> the same sequence of (uid, response) rows."""
+    n = 4
+    rows = [(sequential_prompt_uid(1, i // n), responses[i]) for i in range(len(responses))]
+
+    def arrival():
+        assigned = []
+        for uid in dict.fromkeys(uid for uid, _ in rows):
+            members = [r for r in rows if r[0] == uid]
+            rnd.shuffle(members)  # which session draws which sample
+            assigned += [(f"{uid}_{s}_0", resp) for s, (_, resp) in enumerate(members)]
+        rnd.shuffle(assigned)  # TransferQueue arrival order
+        keys, resps = zip(*assigned, strict=True)
+        order = trajectory_key_order(list(keys), list(resps))
+        return [(keys[i].split("_")[0], resps[i]) for i in order]
+
+    first = arrival()
+    assert first == arrival()
+    assert first == sorted(rows)
