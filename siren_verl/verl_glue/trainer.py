@@ -229,6 +229,28 @@ def trajectory_key_order(keys: list[str], responses: list[list[int]]) -> list[in
     return sorted(range(len(keys)), key=sort_key)
 
 
+# verl's sync ReplayBuffer polls TransferQueue every 2 s (a constructor default no config key
+# reaches) until the step's rollouts are in, so a step's `gen` time is rounded UP to 2 s steps:
+# most of a CPU step. siren-verl reads this key instead (seconds, > 0; absent: verl's 2 s).
+POLL_INTERVAL_KEY = "trainer.v1.sampler.poll_interval_s"
+
+
+def replay_poll_interval(config) -> float | None:
+    """`trainer.v1.sampler.poll_interval_s`, checked; None when unset (verl's default stays)."""
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(config, POLL_INTERVAL_KEY, default=None)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds > 0 or seconds > 60:
+        raise ConfigError(f"{POLL_INTERVAL_KEY}={value!r}: must be a number of seconds in (0, 60]")
+    return seconds
+
+
 # ---------------------------------------------------------------------------------------------
 # the trainer
 # ---------------------------------------------------------------------------------------------
@@ -290,6 +312,13 @@ def _make_trainer_class():
             batch_dict["priority"] = np.arange(first, first + size, dtype=np.int64)
             self._siren_prompt_step, self._siren_prompt_count = step, first + size
             return tu.get_tensordict(batch_dict)
+
+        def _build_replay_buffer(self):
+            buffer = super()._build_replay_buffer()
+            seconds = replay_poll_interval(self.config)
+            if seconds is not None and hasattr(buffer, "poll_interval"):
+                buffer.poll_interval = seconds
+            return buffer
 
         def _balance_batch(self, batch, metrics, *args, **kwargs):
             data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["responses"])

@@ -69,3 +69,26 @@ def test_order_does_not_depend_on_arrival_or_session_assignment(responses, rnd: 
     first = arrival()
     assert first == arrival()
     assert first == sorted(rows)
+
+
+# the step's wait on its rollouts (trainer.v1.sampler.poll_interval_s; verl's ReplayBuffer polls every 2 s)
+@pytest.mark.parametrize("value,expected", [(None, None), (0.05, 0.05), ("0.5", 0.5), (60, 60.0)])
+def test_poll_interval_is_read_from_the_config(value, expected):
+    from omegaconf import OmegaConf
+
+    from siren_verl.verl_glue.trainer import replay_poll_interval
+
+    sampler = {} if value is None else {"poll_interval_s": value}
+    assert replay_poll_interval(OmegaConf.create({"trainer": {"v1": {"sampler": sampler}}})) == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, 61, "fast", float("nan")])
+def test_a_bad_poll_interval_names_the_key_and_range(value):
+    from omegaconf import OmegaConf
+
+    from siren_verl.methods.config import ConfigError
+    from siren_verl.verl_glue.trainer import replay_poll_interval
+
+    config = OmegaConf.create({"trainer": {"v1": {"sampler": {"poll_interval_s": value}}}})
+    with pytest.raises(ConfigError, match=r"trainer\.v1\.sampler\.poll_interval_s=.*\(0, 60\]"):
+        replay_poll_interval(config)
