@@ -130,3 +130,13 @@ def test_preset_composes_and_the_hook_pins_the_dir(tiny_dir, monkeypatch):
     assert config.siren_toy.build is False
     with open(paths.meta_file) as f:
         assert json.load(f)["settings"]["build_version"] == BUILD_VERSION
+
+
+def test_preset_points_at_the_current_build_version():
+    import re
+
+    from siren_verl.verl_glue.launch import CONFIG_DIR
+
+    text = open(os.path.join(CONFIG_DIR, "cpu_testbed.yaml")).read()
+    versions = set(re.findall(r"\$\{siren_testbed\.dir\}/testbed-(v\d+)/", text))
+    assert versions == {BUILD_VERSION}
