@@ -6,7 +6,9 @@
 Every RUN_DIR holds verl's file-logger JSONL (`metrics.jsonl`) of one `siren-verl train` run whose
 validation logged the in-training metrics `val-siren/<source>/{avg,pass,maj}@k` (docs/methods.md §9)
 at step 0 (before training) and later steps. Runs with the same label are seeds of one method; a
-run's seed is read from its folder name (`...-seed<s>`).
+run's seed is read from its folder name (`...-seed<s>`). A run without a step-0 validation shares
+that of a run of its seed (the sweep validates the base policy once per seed: same policy, same
+validation samples).
 
 Writes into DIR:
   summary.md    the table in the papers' form -- per method, at the last validation: avg@1, pass@1,
@@ -100,6 +102,24 @@ def load_runs(paths: list[str], labels: list[str]) -> list[Run]:
             )
         )
     return runs
+
+
+def share_base_validation(runs: list[Run], source: str) -> None:
+    """Give every run without a step-0 validation the step-0 validation of a run of the same seed.
+
+    The sweep validates the base policy once per seed (entropy_collapse.sh, BASE_ONCE=1): every run
+    of a seed starts from the same policy and draws the same validation samples, so the numbers
+    would be identical. Only the val-siren metrics of `source` are copied."""
+    prefix = f"val-siren/{source}/"
+    bases: dict[str, dict[str, float]] = {}
+    for run in runs:
+        step0 = {k: v for k, v in run.steps.get(0, {}).items() if k.startswith(prefix)}
+        if step0:
+            bases.setdefault(run.seed, step0)
+    for run in runs:
+        has_base = any(k.startswith(prefix) for k in run.steps.get(0, {}))
+        if not has_base and run.seed in bases:
+            run.steps.setdefault(0, {}).update(bases[run.seed])
 
 
 def mean_se(values: list[float]) -> tuple[float, float | None]:
@@ -414,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.entropy_window < 1:
         parser.error(f"--entropy-window={args.entropy_window}: must be >= 1")
     runs = load_runs(args.runs, args.labels)
+    share_base_validation(runs, args.source)
     report = summarize(runs, args.source, args.entropy_window)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

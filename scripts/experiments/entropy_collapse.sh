@@ -31,6 +31,9 @@
 #   OUT_DIR [outputs/entropy_collapse]   runs in OUT_DIR/<run>/ (metrics.jsonl, train.log,
 #                          command.txt, DONE); the report in OUT_DIR/report/
 #   CONFIG [cpu_testbed]   the preset every run starts from
+#   BASE_ONCE [1]          validate the base policy (step 0) in the first run of each seed only:
+#                          runs of a seed start from the same policy and draw the same validation
+#                          samples, so they share it (0: every run validates step 0)
 #   DOCS_DIR [""]          also copy the report's figures and table there (e.g. docs)
 #   NICE [0]               niceness of the trainings
 #   SIREN_VERL, PYTHON     [.venv's if present, else on PATH]
@@ -49,6 +52,7 @@ VAL_N=${VAL_N:-32}
 OUT_DIR=${OUT_DIR:-outputs/entropy_collapse}
 CONFIG=${CONFIG:-cpu_testbed}
 DOCS_DIR=${DOCS_DIR:-}
+BASE_ONCE=${BASE_ONCE:-1}
 NICE=${NICE:-0}
 if [[ -z "${SIREN_VERL:-}" ]]; then
     if [[ -x "$ROOT/.venv/bin/siren-verl" ]]; then SIREN_VERL="$ROOT/.venv/bin/siren-verl"; else SIREN_VERL=siren-verl; fi
@@ -74,6 +78,7 @@ is_number() { [[ "$1" =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]]; }
 [[ "$STEPS" =~ ^[1-9][0-9]*$ ]] || die "STEPS=$STEPS: must be a positive integer"
 [[ "$VAL_N" =~ ^[1-9][0-9]*$ ]] || die "VAL_N=$VAL_N: must be a positive integer"
 [[ "$NICE" =~ ^-?[0-9]+$ ]] || die "NICE=$NICE: must be an integer"
+[[ "$BASE_ONCE" == 0 || "$BASE_ONCE" == 1 ]] || die "BASE_ONCE=$BASE_ONCE: must be 0 or 1"
 is_number "$NAIVE_COEF" || die "NAIVE_COEF=$NAIVE_COEF: must be a non-negative number"
 MID=${MID:-$((STEPS / 2))}
 [[ "$MID" =~ ^[0-9]+$ ]] || die "MID=$MID: must be an integer in [0, STEPS]"
@@ -98,9 +103,10 @@ OUT_DIR=$(realpath -m "$OUT_DIR") # the trainer's Ray workers need absolute path
 # steps 0 and STEPS.
 if ((MID == 0 || MID == STEPS)); then TEST_FREQ=$STEPS; else TEST_FREQ=$MID; fi
 
-# The overrides of one run: method entry $1 with seed $2, named $3, logging into $4.
+# The overrides of one run: method entry $1 with seed $2, named $3, logging into $4; $5 = 1 if
+# this run validates the base policy (step 0).
 run_overrides() {
-    local entry=$1 seed=$2 name=$3 run_dir=$4
+    local entry=$1 seed=$2 name=$3 run_dir=$4 validate_base=$5
     local method=${entry%%@*} beta=""
     [[ "$entry" == *@* ]] && beta=${entry#*@}
     [[ "$method" == grpo ]] && method=none
@@ -112,8 +118,8 @@ run_overrides() {
         "data.seed=$seed"
         "actor_rollout_ref.rollout.seed=$seed"
         "actor_rollout_ref.actor.data_loader_seed=$seed"
-        # held-out pass@k / maj@k / avg@k at steps 0, MID and STEPS
-        "trainer.val_before_train=true"
+        # held-out pass@k / maj@k / avg@k at steps (0,) MID and STEPS
+        "trainer.val_before_train=$([[ "$validate_base" == 1 ]] && echo true || echo false)"
         "trainer.test_freq=$TEST_FREQ"
         "actor_rollout_ref.rollout.val_kwargs.n=$VAL_N"
         "actor_rollout_ref.rollout.val_kwargs.do_sample=true"
@@ -142,8 +148,16 @@ show() {
 
 run_dirs=()
 labels=()
+first_entry=${METHODS%% *}
+first_entry=${first_entry## }
 for seed in $SEEDS; do
     for entry in $METHODS; do
+        # Step 0 is validated by the first run of each seed only: every run of a seed starts from
+        # the same base policy and draws the same validation samples (each response's generator is
+        # seeded by the rollout seed, the step, the prompt and the sample index), so their step-0
+        # numbers are identical and the report shares that one validation (BASE_ONCE=0: every run).
+        validate_base=1
+        [[ "$BASE_ONCE" == 1 && "$entry" != "$first_entry" ]] && validate_base=0
         name="${entry/@/-b}-seed$seed"
         run_dir="$OUT_DIR/$name"
         run_dirs+=("$run_dir")
@@ -161,7 +175,7 @@ for seed in $SEEDS; do
         [[ -z "$beta" ]] || label="$label β=$beta"
         labels+=("$label")
 
-        mapfile -t overrides < <(run_overrides "$entry" "$seed" "$name" "$run_dir")
+        mapfile -t overrides < <(run_overrides "$entry" "$seed" "$name" "$run_dir" "$validate_base")
         cmd=(nice -n "$NICE" env -u RAY_ADDRESS "$SIREN_VERL" train --config-name "$CONFIG"
             "${overrides[@]}" "${EXTRA_OVERRIDES[@]}")
         if ((DRY_RUN)); then

@@ -98,8 +98,9 @@ def test_dry_run_one_run_per_method_and_seed(tmp_path):
             "actor_rollout_ref.actor.data_loader_seed",
         ):
             assert value(ov, key) == seed
-        # validation at steps 0, 4 and 8 with 32 samples per problem
-        assert value(ov, "trainer.val_before_train") == "true"
+        # validation at steps 4 and 8 with 32 samples per problem, and at step 0 in the first run of
+        # each seed (the runs of a seed share it: same base policy, same validation samples)
+        assert value(ov, "trainer.val_before_train") == ("true" if entry == "grpo" else "false")
         assert value(ov, "trainer.test_freq") == "4"
         assert value(ov, "actor_rollout_ref.rollout.val_kwargs.n") == "32"
         assert value(ov, "actor_rollout_ref.rollout.val_kwargs.do_sample") == "true"
@@ -384,3 +385,18 @@ def test_report_refuses_runs_without_validation_and_mismatched_labels(tmp_path):
         r.load_runs([str(run)], ["A", "B"])
     with pytest.raises(SystemExit, match="no metrics.jsonl"):
         r.load_runs([str(tmp_path / "nowhere")], ["A"])
+
+
+def test_runs_of_a_seed_share_the_one_base_validation(tmp_path):
+    r = load_report()
+    first = write_run(tmp_path / "grpo-seed1", {0: val(0.2, 0.9), 4: val(0.5, 0.8)}, [1.0])
+    second = write_run(tmp_path / "siren-seed1", {4: val(0.3, 0.95)}, [1.0])
+    other_seed = write_run(tmp_path / "siren-seed2", {4: val(0.3, 0.95)}, [1.0])
+    runs = r.load_runs([str(first), str(second), str(other_seed)], ["GRPO", "SIREN", "SIREN"])
+    r.share_base_validation(runs, "average")
+    assert runs[1].steps[0]["val-siren/average/pass@32"] == 0.9
+    assert 0 not in runs[2].steps  # no run of seed 2 validated step 0: nothing is invented
+    report = r.summarize(runs, "average", 1)
+    siren = report["methods"][1]
+    assert siren.change["pass@32"].n == 1 and siren.change["pass@32"].mean == pytest.approx(0.05)
+    assert report["base"]["pass@1"].n == 1  # the base row counts seed 1 once
