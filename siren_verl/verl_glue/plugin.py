@@ -18,9 +18,12 @@ _REGISTERED = False
 def register() -> None:
     """Register the cpu platform, the engines and the trainers (idempotent).
 
-    Cheap by design: registrations that need verl's engine or trainer modules are attached to the
-    import of those modules (`_import_hooks.after_import`), so processes that never build an
-    engine (reward workers, agent loops) do not pay for importing one.
+    Cheap by design, and imports no verl: each registration is attached to the import of the verl
+    module it needs (`_import_hooks`). siren-verl's verl subclasses are module-level classes in
+    modules of their own that import verl at their top and register on import (`siren_cpu_platform`
+    after `verl.plugin.platform`, `siren_engine` after verl's FSDP engine module, `siren_trainer`
+    after `verl.trainer.ppo.v1`), so processes that never build an engine or a trainer (reward
+    workers, agent loops) do not pay for importing one.
     """
     global _REGISTERED
     if _REGISTERED:

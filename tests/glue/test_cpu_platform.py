@@ -25,8 +25,8 @@ def _run(code: str, **env) -> str:
 # the modules siren-verl's verl subclasses live in, and the verl modules they subclass: the entry point
 # (run by `import verl` in every process) must load none of them (tests/glue/test_verl_subclasses.py)
 # (the platform's module is the exception: `import verl` imports verl's platform package, which loads it)
-SUBCLASS_MODULES = ("siren_verl.verl_glue.siren_engine",)
-HEAVY_VERL = ("verl.workers.engine", "verl.workers.engine.fsdp.transformer_impl")
+SUBCLASS_MODULES = ("siren_verl.verl_glue.siren_engine", "siren_verl.verl_glue.siren_trainer")
+HEAVY_VERL = ("verl.workers.engine", "verl.workers.engine.fsdp.transformer_impl", "verl.trainer.ppo.v1")
 PLATFORM_MODULE = "siren_verl.verl_glue.siren_cpu_platform"
 
 
@@ -37,9 +37,10 @@ def test_entry_point_registers_and_verl_picks_cpu_in_a_fresh_process():
     from verl.workers.engine.fsdp import transformer_impl  # noqa: F401  (loads the engine module by its hook)
 
     engine_blob = pickle.dumps(sys.modules["siren_verl.verl_glue.siren_engine"].SirenFSDPEngineWithLMHead)
-    # only `import verl`: the verl.plugins entry point must do the rest. The engine class is then
-    # unpickled (as Ray does) before verl's engine module is imported: its module imports verl's,
-    # whose hook fires inside that import, and the class must still end up registered.
+    # only `import verl`: the verl.plugins entry point must do the rest. The engine and trainer
+    # classes are then unpickled (as Ray does) before verl's engine / trainer modules are imported:
+    # their modules import verl's, whose hooks fire inside those imports, and the classes must still
+    # end up registered.
     out = _run(
         "import pickle, sys, verl\n"
         f"print('plugin', 'siren_verl.verl_glue.plugin' in sys.modules, {PLATFORM_MODULE!r} in sys.modules)\n"
@@ -51,12 +52,16 @@ def test_entry_point_registers_and_verl_picks_cpu_in_a_fresh_process():
         "print('engine', EngineRegistry.get_engine_cls('language_model', 'fsdp2').__name__,"
         " EngineRegistry.get_engine_cls('value_model', 'fsdp').__name__)\n"
         "print('unpickled', EngineRegistry.get_engine_cls('language_model', 'fsdp') is cls, cls.__module__)\n"
+        "trainer_cls = pickle.loads(b'csiren_verl.verl_glue.siren_trainer\\nSirenPPOTrainerSync\\n.')\n"
+        "from verl.trainer.ppo.v1 import get_trainer_cls\n"
+        "print('trainer', get_trainer_cls('siren_sync') is trainer_cls)\n"
     )
     assert "plugin True True" in out
     assert "loaded []" in out
     assert "platform cpu gloo GPU" in out
     assert "engine SirenFSDPEngineWithLMHead FSDPEngineWithValueHead" in out
     assert "unpickled True siren_verl.verl_glue.siren_engine" in out
+    assert "trainer True" in out
 
 
 def test_explicit_verl_platform_still_wins():

@@ -21,7 +21,8 @@ import siren_verl
 PACKAGE = Path(siren_verl.__file__).resolve().parent
 ENGINE_MODULE = "siren_verl.verl_glue.siren_engine"
 PLATFORM_MODULE = "siren_verl.verl_glue.siren_cpu_platform"
-SUBCLASS_MODULES = (ENGINE_MODULE, PLATFORM_MODULE)
+TRAINER_MODULE = "siren_verl.verl_glue.siren_trainer"
+SUBCLASS_MODULES = (ENGINE_MODULE, PLATFORM_MODULE, TRAINER_MODULE)
 ENGINE_KEYS = ("cpu", ("cuda", "nvidia"), ("cuda", "amd"), ("npu", "huawei"))
 
 
@@ -63,6 +64,17 @@ def test_cpu_platform_is_loaded_by_the_hook_registered_and_pickles_by_module_pat
     assert PLATFORM_MODULE.encode() in blob and pickle.loads(blob) is cls
     platform = pickle.loads(pickle.dumps(cls()))  # an instance too, as verl's get_platform() hands out
     assert type(platform) is cls and platform.communication_backend_name() == "gloo"
+
+
+def test_trainer_class_is_loaded_by_the_hook_registered_and_pickles_by_module_path():
+    import verl.trainer.ppo.v1 as v1  # its hook loads the trainer module
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    cls = sys.modules[TRAINER_MODULE].SirenPPOTrainerSync
+    assert issubclass(cls, PPOTrainerSync) and v1.get_trainer_cls("siren_sync") is cls
+    assert (cls.__module__, cls.__qualname__) == (TRAINER_MODULE, "SirenPPOTrainerSync")
+    blob = pickle.dumps(cls)
+    assert TRAINER_MODULE.encode() in blob and pickle.loads(blob) is cls
 
 
 def _imported_modules(path: Path) -> set[str]:
