@@ -26,9 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 # Paths relative to tests/: a folder ("glue/"), a file, or "file::test" (all its parametrisations).
-# training runs of several minutes each, on request only (never in CI): the 40-step learning run and
-# the reproducibility pair (two identical 2-step runs)
-LONG_PATHS = ("e2e/test_learning.py", "e2e/test_reproducible.py")
+# training runs of several minutes each, on request only (never in CI): the 40-step learning run
+LONG_PATHS = ("e2e/test_learning.py",)
 E2E_PATHS = ("e2e/",)  # verl's real trainer end to end (Ray, subprocesses)
 SLOW_PATHS = (
     "glue/",  # verl's real engine / worker in process, Ray, torch.distributed
@@ -43,7 +42,6 @@ SLOW_PATHS = (
     "reward/test_hostile.py::test_injected_judge_cannot_reach_any_sink",  # a judge pool per sink
     "cli/test_cli.py::test_doctor_passes_here_and_plugin_registers_on_import_verl",  # imports verl, Ray
     "cli/test_train_console.py::test_each_method_has_its_own_default_experiment",  # a launch per method
-    "experiments/test_entropy_dynamics_script.py::test_warm_start_learns_the_format_and_refuses_other_settings",
 )
 TESTS = Path(__file__).resolve().parent
 

@@ -230,6 +230,17 @@ def block_smoke_cpu(block, sandbox):
     assert proc.stdout.count("entropy_control.method=siren") == 2 and "entropy_control.method=none" in proc.stdout
 
 
+def block_testbed_sweep(block, sandbox):
+    """The testbed sweep through its own --dry-run (the sweep itself takes hours; its orchestration and
+    report are tests/experiments/test_entropy_collapse.py): one cpu_testbed run per method and seed."""
+    cwd, env = sandbox
+    text = block.replace("scripts/experiments/entropy_collapse.sh", "scripts/experiments/entropy_collapse.sh --dry-run")
+    proc = run_block(text, cwd, env)
+    runs = [line for line in proc.stdout.splitlines() if " train --config-name cpu_testbed " in line]
+    assert len(runs) == 18 and all("trainer.total_training_steps=30" in line for line in runs), proc.stdout[-2000:]
+    assert "collapse_report.py" in proc.stdout
+
+
 HANDLERS = {
     "bash scripts/quickstart.sh": block_fresh_machine,
     "siren-verl train --config-name cpu_smoke": block_cpu_by_hand,
@@ -243,6 +254,7 @@ HANDLERS = {
     "docker run": block_docker,
     "NNODES=2 GPUS_PER_NODE=8": block_recipe_launch,
     "SMOKE=cpu recipes/": block_smoke_cpu,
+    "METHODS=": block_testbed_sweep,
 }
 
 

@@ -1,6 +1,6 @@
 """The trainer's reproducible batch order (siren_verl/verl_glue/trainer.py): sequential prompt uids
 and the (prompt, response, session) sort of each step's trajectory keys -- what makes two runs with
-the same seed compute on the same row order (tests/e2e/test_reproducible.py runs it end to end)."""
+the same seed compute on the same row order (tests/e2e/test_submit.py runs it end to end: a submitted job and a rerun log the same metrics)."""
 
 import random
 
