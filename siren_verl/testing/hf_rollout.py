@@ -1,5 +1,5 @@
-"""Helpers for the tests of `rollout.name=hf` (siren_verl.verl_glue.hf_rollout), shared by several
-test files: a chat prompt in token ids, and an `HFGenerationServer` built without Ray."""
+"""Helpers for the tests of `rollout.name=hf` (siren_verl.rollout.sampler, siren_verl.verl_glue.hf_rollout),
+shared by several test files: a chat prompt in token ids, and an `HFGenerationServer` built without Ray."""
 
 from __future__ import annotations
 
@@ -13,9 +13,14 @@ def chat_prompt(tok, content: str) -> list[int]:
 def make_hf_server(model_path: str, **rollout_overrides):
     """An HFGenerationServer over `model_path` (its methods are plain coroutines; Ray only wraps
     them): prompt/response 32/5 tokens, one torch thread, a 20 ms collection window, eager attention."""
-    from verl.workers.config import HFModelConfig, RolloutConfig
+    import sys
 
-    from siren_verl.verl_glue.hf_rollout import HFGenerationServer
+    from verl.workers.config import HFModelConfig, RolloutConfig
+    from verl.workers.rollout import replica  # noqa: F401  (its after-import hook loads the server's module)
+
+    from siren_verl.verl_glue.hf_rollout import REPLICA_MODULE
+
+    HFGenerationServer = sys.modules[REPLICA_MODULE].HFGenerationServer
 
     rollout = dict(
         name="hf",

@@ -1,8 +1,9 @@
 """rollout.name=hf is reproducible: each response comes from its own generator, seeded by (seed,
 step, priority = verl's row of the step's batch, prompt, k-th arrival of that key), so the same
-settings and seed give the same responses whatever the order or batching of the requests."""
+settings and seed give the same responses whatever the order or batching of the requests. The
+sampler's side (`siren_verl.rollout.sampler`, no verl); the server's (seeds per step, `det-<row>`
+request ids) is checked in test_server.py."""
 
-import asyncio
 import math
 import os
 import subprocess
@@ -13,8 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siren_verl.testing.hf_rollout import chat_prompt, make_hf_server
-from siren_verl.verl_glue.hf_rollout import (
+from siren_verl.rollout.sampler import (
     BatchGenerator,
     GenerationRequest,
     inverse_cdf_sample,
@@ -22,6 +22,7 @@ from siren_verl.verl_glue.hf_rollout import (
     request_seed,
     sample_next_tokens,
 )
+from siren_verl.testing.hf_rollout import chat_prompt
 
 probability_rows = st.lists(st.floats(0.0, 1.0), min_size=2, max_size=12).filter(lambda r: sum(r) > 1e-3)
 
@@ -82,7 +83,7 @@ def test_request_seed_separates_every_component_and_is_stable_across_processes()
     assert len(seeds) == 6
     assert all(0 <= s < 2**63 for s in seeds)
     # Python's own hash() is salted per process; this seed must not be
-    code = "from siren_verl.verl_glue.hf_rollout import request_seed; print(request_seed(7, 3, 5, [11, 12, 13], 0))"
+    code = "from siren_verl.rollout.sampler import request_seed; print(request_seed(7, 3, 5, [11, 12, 13], 0))"
     for hash_seed in ("1", "2"):
         out = subprocess.run(
             [sys.executable, "-c", code],
@@ -138,51 +139,6 @@ def test_unseeded_requests_still_use_the_batch_generator(model_and_tok):
     assert a == b
 
 
-# ---------------------------------------------------------------------------------------------
-# the server: seeds from (rollout.seed, step, priority, prompt, occurrence)
-# ---------------------------------------------------------------------------------------------
-SAMPLING = dict(temperature=1.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, logprobs=True)
-
-
-def _serve(server, calls, arrival):
-    """calls: [(prompt_ids, priority)]; arrival: the order the requests reach the server."""
-
-    async def main():
-        tasks = {}
-        for i in arrival:
-            prompt_ids, priority = calls[i]
-            tasks[i] = asyncio.create_task(server.generate(prompt_ids, dict(SAMPLING), f"r{i}", priority=priority))
-            await asyncio.sleep(0)
-        return {i: tuple((await t).token_ids) for i, t in tasks.items()}
-
-    return asyncio.run(main())
-
-
-def test_server_responses_do_not_depend_on_arrival_order(toy, model_and_tok):
-    _, tok = model_and_tok
-    prompts = [chat_prompt(tok, c) for c in CONTENTS[:4]]
-    n = 3  # rollout.n: verl's priority is the row of the repeated batch (prompt-major)
-    calls = [(prompts[row // n], row) for row in range(len(prompts) * n)]
-    forward = _serve(make_hf_server(toy.model, seed=5), calls, list(range(len(calls))))
-    shuffled = [7, 2, 11, 0, 5, 9, 1, 10, 3, 8, 6, 4]
-    assert _serve(make_hf_server(toy.model, seed=5), calls, shuffled) == forward
-    assert _serve(make_hf_server(toy.model, seed=6), calls, list(range(len(calls)))) != forward
-    # the n samples of one prompt differ from each other
-    assert len({forward[row] for row in range(len(calls))}) > len(calls) // 2
-
-
-def test_server_same_key_requests_get_successive_seeds_and_steps_differ(toy, model_and_tok):
-    _, tok = model_and_tok
-    p = chat_prompt(tok, "3 + 1 =")
-    server = make_hf_server(toy.model, seed=5)
-    expected = [request_seed(5, 0, 0, p, k) for k in range(4)]
-    assert [server._request_seed(p, 0, SAMPLING) for _ in range(4)] == expected
-    server.global_steps = 1  # a new step (set by the weight sync): counters start again
-    assert server._request_seed(p, 0, SAMPLING) == request_seed(5, 1, 0, p, 0)
-    # vLLM's per-request `seed` sampling param replaces rollout.seed
-    assert server._request_seed(p, 0, {**SAMPLING, "seed": 99}) == request_seed(99, 1, 0, p, 1)
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_no_seed_repeats_across_the_rows_of_a_step(seed):
     prompt = [1, 2, 3]
@@ -196,19 +152,3 @@ def test_no_seed_repeats_across_the_rows_of_a_step(seed):
 )
 def test_priority_from_request_id(request_id, expected):
     assert priority_from_request_id(request_id) == expected
-
-
-def test_det_request_ids_carry_the_priority_verl_withholds(toy, model_and_tok):
-    """verl's server client passes `priority` to vLLM only; under rollout.full_determinism the
-    request id `det-<priority>` reaches the hf server instead and seeds the same responses."""
-    _, tok = model_and_tok
-    prompt = chat_prompt(tok, CONTENTS[0])
-    rows = [3, 1, 2, 0]  # two copies of one prompt at four rows, arriving out of order
-
-    async def by_id():
-        server = make_hf_server(toy.model, seed=5)
-        tasks = [asyncio.create_task(server.generate(prompt, dict(SAMPLING), f"det-{r}")) for r in rows]
-        return [tuple((await t).token_ids) for t in tasks]
-
-    explicit = _serve(make_hf_server(toy.model, seed=5), [(prompt, r) for r in rows], list(range(len(rows))))
-    assert asyncio.run(by_id()) == [explicit[i] for i in range(len(rows))]

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siren_verl.verl_glue.hf_rollout import (
+from siren_verl.rollout.sampler import (
     apply_repetition_penalty,
     filter_logits,
     left_pad,
