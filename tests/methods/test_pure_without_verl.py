@@ -1,7 +1,8 @@
-"""The pure maths runs without verl: `siren_verl.entropy` and `siren_verl.methods` (parts, config,
-controller, loss term, statistics) import, and their test files pass, in a process where verl cannot
-be imported (`sys.modules["verl"] = None` makes every `import verl...` raise ImportError). Only
-`siren_verl/verl_glue/` may import verl (docs/design.md)."""
+"""The pure maths runs without verl: `siren_verl.entropy`, `siren_verl.methods` (parts, config,
+controller, loss term, statistics) and the hf rollout's sampler (`siren_verl.rollout`) import, and
+their test files pass, in a process where verl cannot be imported (`sys.modules["verl"] = None` makes
+every `import verl...` raise ImportError). Only `siren_verl/verl_glue/` may import verl
+(docs/design.md)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ PURE_MODULES = (
     "siren_verl.methods.stats",
     "siren_verl.methods.cli",
     "siren_verl.testing.reference",
+    "siren_verl.rollout",
+    "siren_verl.rollout.sampler",
 )
 # the unit tests of those modules (tests/glue holds the checks against verl's own functions)
 PURE_TESTS = (
@@ -37,6 +40,10 @@ PURE_TESTS = (
     "tests/entropy/test_masks.py",
     "tests/entropy/test_nucleus.py",
     "tests/entropy/test_nucleus_properties.py",
+    # rollout.name=hf's sampler (siren_verl/rollout/sampler.py); its verl adapters: tests/hf_rollout/test_server.py
+    "tests/hf_rollout/test_sampling.py",
+    "tests/hf_rollout/test_generation.py",
+    "tests/hf_rollout/test_reproducible.py",
 )
 
 
