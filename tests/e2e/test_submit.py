@@ -1,4 +1,5 @@
-"""scripts/submit.sh: the CPU training run as a Ray job on a local head (127.0.0.1), to SUCCEEDED."""
+"""scripts/submit.sh: the CPU training run as a Ray job on a local head (127.0.0.1), to SUCCEEDED; and
+reproducibility: the same settings and seed, run again on that head, log the same metrics."""
 
 import os
 import subprocess
@@ -11,7 +12,48 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 
-def test_submit_cpu_run_to_a_local_head(tmp_path, toy_dir, e2e):
+WALL_CLOCK_PREFIXES = ("timing_s/", "timing_per_token_ms/", "perf/", "actor/perf/")
+ROLLOUT_LOGPROB_PREFIXES = ("rollout_corr/", "training/rollout_probs_diff_", "training/rollout_actor_probs_")
+RUN = [
+    "--config-name", "cpu_smoke",
+    "entropy_control.method=siren",
+    "trainer.total_training_steps=2",
+    "trainer.val_before_train=False",
+    "trainer.test_freq=-1",
+]  # fmt: skip
+
+
+def deterministic_part(step: dict) -> dict:
+    return {k: v for k, v in step.items() if not k.startswith(WALL_CLOCK_PREFIXES)}
+
+
+def assert_same_metrics(first: dict, second: dict) -> None:
+    """Every metric equal, exactly, but the wall-clock ones; the rollout-vs-trainer log-prob
+    diagnostics to 1e-5 (the hf server batches whatever requests arrive together, so a response's
+    rollout log-probs carry the float rounding of its batch's size and padding; the sampled tokens
+    are the same, each drawn by its own generator)."""
+    first = {step: deterministic_part(values) for step, values in first.items()}
+    second = {step: deterministic_part(values) for step, values in second.items()}
+    assert sorted(first) == sorted(second) == [1, 2]
+    for step in (1, 2):
+        assert sorted(first[step]) == sorted(second[step]), step
+        exact = [k for k in first[step] if not k.startswith(ROLLOUT_LOGPROB_PREFIXES)]
+        differ = {k: (first[step][k], second[step][k]) for k in exact if first[step][k] != second[step][k]}
+        assert not differ, (step, differ)
+        for key in set(first[step]) - set(exact):
+            assert first[step][key] == pytest.approx(second[step][key], rel=1e-5, abs=1e-5), (step, key)
+    # the comparison can fail: the responses are sampled (they vary within the batch), SIREN's
+    # regulariser acted, and step 2 trained on a policy step 1 changed
+    assert first[1]["response_length/max"] > first[1]["response_length/min"]
+    assert "entropy/reg_loss" in first[2]
+    assert first[1]["entropy/full_mean"] != first[2]["entropy/full_mean"]
+
+
+def test_a_submitted_job_succeeds_and_a_rerun_gives_the_same_metrics(tmp_path, toy_dir, e2e):
+    """scripts/submit.sh runs the CPU training run as a Ray job on a local head, to SUCCEEDED; then
+    the same settings and seed, launched again as a plain `siren-verl train` on that head, log the
+    same metrics (reproducible runs: each response drawn from its own seeded generator, each step's
+    batch in a fixed order before anything is computed; siren-verl's trainer and hf rollout)."""
     venv_bin = os.path.dirname(sys.executable)  # not realpath: a venv's python is a symlink
     env = e2e.clean_env(toy_dir)
     # the head's processes (and so the job) run the test's python: put its folder first on PATH
@@ -20,25 +62,32 @@ def test_submit_cpu_run_to_a_local_head(tmp_path, toy_dir, e2e):
     try:
         head.start()
         job_id = f"siren-e2e-{uuid.uuid4().hex[:8]}"
-        out = tmp_path / "out"
+        job, rerun = tmp_path / "job", tmp_path / "rerun"
+        job.mkdir()
+        rerun.mkdir()  # verl's file logger opens VERL_FILE_LOGGER_PATH in an existing folder
         cmd = [
             "bash", os.path.join(e2e.repo, "scripts", "submit.sh"),
             "--address", head.address, "--submission-id", job_id,
             "--env", f"SIREN_VERL_TOY_DIR={toy_dir}",
             "--",
-            "python", "-m", "siren_verl", "train", "--config-name", "cpu_smoke",
-            "trainer.total_training_steps=1",
-            f"trainer.default_local_dir={out}/checkpoints",
-            f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_ROOT={out}",
+            "python", "-m", "siren_verl", "train", *RUN,
+            f"trainer.default_local_dir={job}/checkpoints",
+            f"++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={job}/metrics.jsonl",
         ]  # fmt: skip
         log = e2e.run_logged(cmd, tmp_path, env, tmp_path / "submit.log", timeout=1500)
         from ray.job_submission import JobStatus, JobSubmissionClient
 
         assert JobSubmissionClient(head.address).get_job_status(job_id) == JobStatus.SUCCEEDED
         assert "step:1 -" in log  # the job's logs were streamed back
-        steps = e2e.read_metrics(out / "siren_verl_cpu" / "cpu_smoke_siren.jsonl")
-        assert sorted(steps) == [1] and "entropy/anchor" in steps[1]
-        assert (out / "checkpoints" / "global_step_1" / "entropy_control.json").exists()
+        steps = e2e.read_metrics(job / "metrics.jsonl")
+        assert sorted(steps) == [1, 2] and "entropy/anchor" in steps[1]
+        assert (job / "checkpoints" / "global_step_2" / "entropy_control.json").exists()
+
+        # the rerun: a driver on the same head (absolute paths: the head's working directory is not ours)
+        e2e.train(toy_dir, rerun, [*RUN[2:], f"trainer.default_local_dir={rerun}/checkpoints",
+                                   f"++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={rerun}/metrics.jsonl"],
+                  "run.log", RAY_ADDRESS=f"127.0.0.1:{head.ports['gcs']}")  # fmt: skip
+        assert_same_metrics(steps, e2e.read_metrics(rerun / "metrics.jsonl"))
     finally:
         head.stop()
     # stop() SIGKILLs stragglers by pid: give the kernel a moment to take them down under load
