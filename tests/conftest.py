@@ -34,14 +34,30 @@ SLOW_PATHS = (
     "recipes/",  # Hydra composition of the cluster recipes, their dry runs and the launcher check
     "bench/test_gpu_check.py",  # the GPU check end to end, Triton through the CPU interpreter
     "entropy/test_nucleus.py::test_full_vocabulary_152064",  # a 152064-token vocabulary
-    # the Triton interpreter tests again in a fresh process (when triton was imported first)
-    "entropy/test_triton_nucleus.py::test_fresh_process_run",
-    "entropy/test_triton_nucleus.py::test_kernels_compile_for_sm90",  # a Triton compile (parent process only)
+    # the Triton kernels through Triton's CPU interpreter (in process, or in a fresh process when triton
+    # was imported first), subprocess launches, and an ahead-of-time compile for sm_90
+    "entropy/test_triton_nucleus.py",
     "data/test_prepare.py::test_output_loads_in_verl_rlhf_dataset",  # imports verl's dataset stack
     "hf_rollout/test_reproducible.py::test_request_seed_separates_every_component_and_is_stable_across_processes",
+    "hf_rollout/test_server.py",  # the hf rollout's verl adapters: imports verl
     "reward/test_hostile.py::test_injected_judge_cannot_reach_any_sink",  # a judge pool per sink
+    "reward/test_hostile.py::test_hostile_answers_each_within_hard_limit",  # a hard-limit kill per answer
+    "reward/test_contexts.py",  # the judge pool from scripts, `python -c`, forks, Ray and verl's reward loop
+    "reward/test_timeout.py",  # soft / hard timeouts: real waits and worker kills
+    "reward/test_score.py::test_loads_through_verl_custom_reward_function_with_reward_kwargs",  # imports verl
+    "reward/test_score.py::test_verl_validation_metrics_accept_our_extra_keys",  # imports verl
     "cli/test_cli.py::test_doctor_passes_here_and_plugin_registers_on_import_verl",  # imports verl, Ray
     "cli/test_train_console.py::test_each_method_has_its_own_default_experiment",  # a launch per method
+    "cli/test_prepare_data_source.py",  # two `python -m siren_verl prepare-data` launches
+    "eval/test_cli.py::test_run_score_compare_end_to_end",  # generation, scoring and comparison end to end
+    # Hydra composition of every run's overrides (imports verl) / the experiment script in a subprocess
+    "experiments/test_entropy_collapse.py::test_every_methods_overrides_compose_into_a_valid_config",
+    "experiments/test_entropy_collapse.py::test_full_pass_with_a_stand_in_trainer",
+    "testbed/test_assets.py::test_preset_composes_and_the_hook_pins_the_dir",  # imports verl
+    "toy/test_toy.py::test_verl_qwen_chat_builder_accepts_the_tokenizer",  # imports verl
+    "toy/test_toy.py::test_reward_loads_through_verl",  # imports verl
+    "viz/test_logs.py::test_reads_what_verls_own_file_logger_writes",  # imports verl
+    "viz/test_logs.py::test_default_file_logger_location_is_found_under_the_root",  # imports verl
 )
 TESTS = Path(__file__).resolve().parent
 
