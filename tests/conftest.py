@@ -93,6 +93,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(getattr(pytest.mark, tier))
 
 
+_TORCH_DEFAULT_THREADS: list[int] = []  # torch's own thread count, saved before the unit tier lowers it
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread_in_the_unit_tier(request):
+    """Unit-tier tests run on one torch thread: on small tensors torch's intra-op thread pool costs more
+    than it saves on a busy CPU (the fast tier took 59 s with torch's default and 41 s on one thread, on
+    a 2-core machine at load average ~2.5). Tests of the slow / e2e / long tiers get torch's default back;
+    the processes tests start keep their own settings. The count changes only where the tier does."""
+    import torch
+
+    if not _TORCH_DEFAULT_THREADS:
+        _TORCH_DEFAULT_THREADS.append(torch.get_num_threads())
+    unit = not any(request.node.get_closest_marker(tier) for tier in ("slow", "e2e", "long"))
+    wanted = 1 if unit else _TORCH_DEFAULT_THREADS[0]
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    yield
+
+
 @pytest.fixture(scope="session")
 def toy_dir(tmp_path_factory):
     """The CPU presets' toy model + data, built once per test session for every suite (never the
