@@ -26,8 +26,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 # Paths relative to tests/: a folder ("glue/"), a file, or "file::test" (all its parametrisations).
-# training runs of several minutes each, on request only (never in CI): the 40-step learning run
-LONG_PATHS = ("e2e/test_learning.py",)
+# on request only (never in CI): training runs of several minutes each (the 40-step learning run) and
+# the fast tier run again with verl blocked (about a minute)
+LONG_PATHS = ("e2e/test_learning.py", "test_tiers.py::test_fast_tier_passes_without_verl")
 E2E_PATHS = ("e2e/",)  # verl's real trainer end to end (Ray, subprocesses)
 SLOW_PATHS = (
     "glue/",  # verl's real engine / worker in process, Ray, torch.distributed
