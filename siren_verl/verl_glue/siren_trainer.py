@@ -226,7 +226,7 @@ class SirenPPOTrainerSync(PPOTrainerSync):
         first = self._siren_prompt_count if getattr(self, "_siren_prompt_step", None) == step else 0
         size = len(batch_dict["raw_prompt"])
         batch_dict["uid"] = np.array([sequential_prompt_uid(step, first + i) for i in range(size)], dtype=object)
-        # the rollout's per-request seed key (hf_rollout.request_seed): without it every prompt
+        # the rollout's per-request seed key (siren_verl/rollout/sampler.py request_seed): without it every prompt
         # has priority 0 and two copies of one prompt in a batch share their seeds' pool
         batch_dict["priority"] = np.arange(first, first + size, dtype=np.int64)
         self._siren_prompt_step, self._siren_prompt_count = step, first + size

@@ -22,7 +22,14 @@ PACKAGE = Path(siren_verl.__file__).resolve().parent
 ENGINE_MODULE = "siren_verl.verl_glue.siren_engine"
 PLATFORM_MODULE = "siren_verl.verl_glue.siren_cpu_platform"
 TRAINER_MODULE = "siren_verl.verl_glue.siren_trainer"
-SUBCLASS_MODULES = (ENGINE_MODULE, PLATFORM_MODULE, TRAINER_MODULE)
+# the hf rollout backend's verl subclasses too (siren_verl/verl_glue/hf_rollout.py hooks them)
+SUBCLASS_MODULES = (
+    ENGINE_MODULE,
+    PLATFORM_MODULE,
+    TRAINER_MODULE,
+    "siren_verl.verl_glue.siren_hf_adapter",
+    "siren_verl.verl_glue.siren_hf_replica",
+)
 ENGINE_KEYS = ("cpu", ("cuda", "nvidia"), ("cuda", "amd"), ("npu", "huawei"))
 
 
