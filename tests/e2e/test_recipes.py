@@ -8,8 +8,9 @@ Each recipe: 2 steps that log its docs/methods.md §8 metrics (and omit the ones
 per benchmark before training and at step 2, the reward's counters, controller state in the
 checkpoint. SIREN, AER and PAR then resume for a 3rd step whose controller values continue the
 checkpointed state by the spec's recurrences (docs/methods.md §4-§6, recomputed here from the logged values,
-independently of the controller). The 1.5B wrapper runs one method the same way. SIREN with PAR's
-token weighting and SIREN's token_first ablation run 2 steps through siren.sh's pass-through overrides.
+independently of the controller). The naive case runs through the 1.5B wrapper (`run.sh naive`, which
+execs naive.sh). SIREN with PAR's token weighting and its token_first ablation, in one run, takes 2
+steps through siren.sh's pass-through overrides.
 (These replace the cpu_smoke-preset runs of every method that tests/e2e/test_presets.py made.)
 """
 
@@ -74,25 +75,17 @@ CASES = [
     Case("clip_cov", "clip_cov"),
     Case("kl_cov", "kl_cov"),
     # a part of one preset on another, through the recipe's pass-through overrides: SIREN with
-    # PAR's token weighting
+    # PAR's token weighting, and with SIREN's token_first ablation (siren.sh's usage text) -- its
+    # selection and its regularised entropy differ (full vs nucleus), so the engine must deliver both
+    # per token. SIREN's other ablations combine parts the cases above already run (full-entropy
+    # measure, all tokens, the bonus without H_0); their resolution and maths are unit-tested.
     Case(
         "siren",
         "siren",
         REG + SELECTED + NUCLEUS + ["entropy/anchor", "entropy/pos_adv_weight"],
-        ["entropy_control.token_weighting=par"],
-        case_id="siren+par",
+        ["entropy_control.token_weighting=par", "entropy_control.token_first=true"],
+        case_id="siren+par+token_first",
     ),
-]
-# SIREN's ablations (siren.sh's usage text: one extra argument each). Each is a combination of parts
-# the cases above already run (full-entropy measure, all tokens, the bonus without H_0), and their
-# resolution and maths are unit-tested (tests/methods); only token_first runs here: its selection and
-# its regularised entropy differ (full vs nucleus), so the engine must deliver both per token.
-ABLATIONS = {
-    "token_first": REG + SELECTED + NUCLEUS + ["entropy/anchor"],
-}
-CASES += [
-    Case("siren", "siren", logs, [f"entropy_control.{name}=true"], case_id=f"siren-{name}")
-    for name, logs in ABLATIONS.items()
 ]
 
 
