@@ -8,7 +8,7 @@ This module adds, through verl's own registries:
 * `CpuPlatform` (`siren_cpu_platform.py`), registered as 'cpu' AFTER verl's built-in platforms, so
   auto-detection asks nvidia/huawei/amd first. It claims the machine only when the installed torch is a CPU-only build
   (no CUDA, no ROCm, no NPU): GPU machines are untouched. `VERL_PLATFORM=cpu` selects it explicitly
-  (`siren_verl.main` sets that when `trainer.device=cpu`).
+  (`siren_verl.verl_glue.launch.set_process_environment` sets that when `trainer.device=cpu`).
 * the FSDP engines for device 'cpu' (verl registers them for cuda and npu only; `siren_engine.py`);
 * gloo as the process-group backend: verl's default backend string is
   f"cpu:gloo,{device}:{backend}", which for device 'cpu' names cpu twice and torch rejects it.

@@ -48,7 +48,12 @@ from siren_verl.methods.controller import EntropyController, StepInputs, StepVal
 from siren_verl.methods.parts.weighting import combine_token_weights
 from siren_verl.verl_glue.engine import NUCLEUS_ENTROPY, NUCLEUS_SIZE, SIREN_ENTROPY_KEY
 from siren_verl.verl_glue.loss import SAMPLE_COEF, SIREN_STEP_KEY, TOKEN_MASK
-from siren_verl.verl_glue.settings import SIREN_TRAINER_MODE, check_trainer_settings, trainer_settings
+from siren_verl.verl_glue.settings import (
+    SIREN_TRAINER_MODE,
+    apply_method_settings,
+    check_trainer_settings,
+    trainer_settings,
+)
 from siren_verl.verl_glue.trainer import (
     REWARD_FLAG_FIELDS,
     STATE_FILE,
@@ -193,13 +198,10 @@ class SirenPPOTrainerSync(PPOTrainerSync):
         check_trainer_settings(self.entropy_spec, settings)
         with open_dict(config):
             config.trainer.v1.trainer_mode = "sync"  # see the module docstring
-            if self.entropy_spec.needs_loss:
-                # full entropy with grad in the update pass (the regulariser, or the in-place
-                # cross-entropy guard of the nucleus hook, see verl_glue/engine.py)
-                config.actor_rollout_ref.actor.calculate_entropy = True
-            forced = self.entropy_spec.parts["policy_loss"]
-            if forced != "verl":
-                config.actor_rollout_ref.actor.policy_loss.loss_mode = forced
+        # the method's forced loss mode, and the full entropy with grad in the update pass (the
+        # regulariser, or the in-place cross-entropy guard of the nucleus hook, verl_glue/engine.py):
+        # the same rewrite the driver applied before printing the config, one home for both
+        apply_method_settings(config, self.entropy_spec)
         self.entropy_controller = None
         super().__init__(config)
         if self.parameter_sync_step != 1 and self.entropy_spec.needs_siren_trainer:
