@@ -148,8 +148,7 @@ show() {
 
 run_dirs=()
 labels=()
-first_entry=${METHODS%% *}
-first_entry=${first_entry## }
+read -r first_entry _ <<<"$METHODS" # the first METHODS entry, whatever whitespace surrounds it
 for seed in $SEEDS; do
     for entry in $METHODS; do
         # Step 0 is validated by the first run of each seed only: every run of a seed starts from

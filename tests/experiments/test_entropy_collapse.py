@@ -140,6 +140,12 @@ def test_dry_run_defaults_and_the_validation_schedule(tmp_path):
         assert value(ov, "trainer.test_freq") == "15"
         assert value(ov, "trainer.default_local_dir").startswith(str(REPO / "outputs" / "entropy_collapse"))
     assert value(overrides_of(commands[1]), "entropy_control.coef") == "0.05"
+    # the first entry validates the base policy, whatever whitespace surrounds METHODS
+    padded = run_script(["--dry-run"], tmp_path, METHODS="  grpo  siren ", SEEDS="1")
+    assert [value(overrides_of(w), "trainer.val_before_train") for w in train_commands(padded.stdout)] == [
+        "true",
+        "false",
+    ]
     # MID=0 (or MID=STEPS): validate at step 0 and at the end only
     only_ends = run_script(["--dry-run"], tmp_path, STEPS="6", MID="0", METHODS="grpo", SEEDS="1")
     assert value(overrides_of(train_commands(only_ends.stdout)[0]), "trainer.test_freq") == "6"
