@@ -53,11 +53,16 @@ def test_engine_class_is_loaded_by_the_hook_and_registered():
         assert EngineRegistry._engines["value_model"][backend]["cpu"] is FSDPEngineWithValueHead
 
 
-def test_engine_class_pickles_by_module_path():
-    cls = _engine_class()
+def assert_pickles_by_module_path(cls, module: str, name: str) -> None:
+    """`cls` is the module-level class `module.name`, and pickles as a reference to it (what Ray does)."""
+    assert (cls.__module__, cls.__qualname__) == (module, name)
     blob = pickle.dumps(cls)
-    assert ENGINE_MODULE.encode() in blob and b"SirenFSDPEngineWithLMHead" in blob
+    assert module.encode() in blob and name.encode() in blob
     assert pickle.loads(blob) is cls
+
+
+def test_engine_class_pickles_by_module_path():
+    assert_pickles_by_module_path(_engine_class(), ENGINE_MODULE, "SirenFSDPEngineWithLMHead")
 
 
 def test_cpu_platform_is_loaded_by_the_hook_registered_and_pickles_by_module_path():
@@ -66,9 +71,7 @@ def test_cpu_platform_is_loaded_by_the_hook_registered_and_pickles_by_module_pat
 
     cls = sys.modules[PLATFORM_MODULE].CpuPlatform
     assert issubclass(cls, PlatformBase) and PlatformRegistry.get("cpu") is cls
-    assert (cls.__module__, cls.__qualname__) == (PLATFORM_MODULE, "CpuPlatform")
-    blob = pickle.dumps(cls)
-    assert PLATFORM_MODULE.encode() in blob and pickle.loads(blob) is cls
+    assert_pickles_by_module_path(cls, PLATFORM_MODULE, "CpuPlatform")
     platform = pickle.loads(pickle.dumps(cls()))  # an instance too, as verl's get_platform() hands out
     assert type(platform) is cls and platform.communication_backend_name() == "gloo"
 
@@ -79,9 +82,7 @@ def test_trainer_class_is_loaded_by_the_hook_registered_and_pickles_by_module_pa
 
     cls = sys.modules[TRAINER_MODULE].SirenPPOTrainerSync
     assert issubclass(cls, PPOTrainerSync) and v1.get_trainer_cls("siren_sync") is cls
-    assert (cls.__module__, cls.__qualname__) == (TRAINER_MODULE, "SirenPPOTrainerSync")
-    blob = pickle.dumps(cls)
-    assert TRAINER_MODULE.encode() in blob and pickle.loads(blob) is cls
+    assert_pickles_by_module_path(cls, TRAINER_MODULE, "SirenPPOTrainerSync")
 
 
 def _imported_modules(path: Path) -> set[str]:
