@@ -17,6 +17,10 @@ Writes into DIR:
                 mean ± standard error over seeds; a "base" row (step 0); the change from step 0 to
                 the end paired run by run; and every validation step's pass@1 / pass@max-k
   summary.json  the same numbers, machine-readable
+                and what each method's controller did: its logged `entropy/*` control quantities
+                (CONTROL_KEYS: SIREN's anchor and selected entropy, AER's target and coefficient, PAR's
+                positive-advantage weight λ) at the first training step and over the last
+                --entropy-window steps
   curves.png    entropy and training reward per step (mean over seeds, ± s.e. band), held-out
                 pass@k against k at the end (base dashed), pass@1 and pass@max-k at each validation
 
@@ -41,6 +45,17 @@ from siren_verl.viz.logs import read_file_logger_jsonl
 ENTROPY_KEY = "entropy/full_mean"
 REWARD_KEY = "critic/score/mean"
 TABLE_COLUMNS = ("avg@1", "pass@1", "pass@8", "pass@32", "maj@8")
+# what a method's controller holds or moves (docs/methods.md §8), shown where a method logged them:
+# SIREN's anchor H_0 and the selected (peak-masked, top-p) entropy it pulls towards it; AER's target
+# H* and coefficient α_k; PAR's λ; and the nucleus entropy every method logs
+CONTROL_KEYS = (
+    "entropy/anchor",
+    "entropy/selected_mean",
+    "entropy/nucleus_mean",
+    "entropy/target",
+    "entropy/coef",
+    "entropy/pos_adv_weight",
+)
 SEED_PATTERN = re.compile(r"-seed(\d+)$")
 
 
@@ -152,11 +167,22 @@ def table_columns(ks: list[int]) -> list[str]:
 
 def final_entropy(run: Run, window: int) -> float | None:
     """Mean of entropy/full_mean over the run's last `window` training steps."""
-    _, values = run.series(ENTROPY_KEY)
+    return tail_mean(run, ENTROPY_KEY, window)
+
+
+def tail_mean(run: Run, key: str, window: int) -> float | None:
+    """Mean of a training metric over the run's last `window` steps that logged it (None: never logged)."""
+    _, values = run.series(key)
     if not values:
         return None
     tail = values[-window:]
     return math.fsum(tail) / len(tail)
+
+
+def first_value(run: Run, key: str) -> float | None:
+    """A training metric at the first step that logged it (None: never logged)."""
+    _, values = run.series(key)
+    return values[0] if values else None
 
 
 @dataclass
@@ -188,6 +214,8 @@ class MethodSummary:
     change: dict[str, Cell | None] = field(default_factory=dict)  # end − step 0, paired by run
     by_step: dict[int, dict[str, Cell | None]] = field(default_factory=dict)
     entropy: Cell | None = None
+    # CONTROL_KEYS the method logged -> (first training step, mean of the last window steps), over seeds
+    control: dict[str, tuple[Cell | None, Cell | None]] = field(default_factory=dict)
 
 
 def group(runs: list[Run]) -> OrderedDict[str, list[Run]]:
@@ -239,10 +267,23 @@ def summarize(runs: list[Run], source: str, entropy_window: int) -> dict:
                 for metric in ("pass@1", top)
             }
         summary.entropy = cell([final_entropy(run, entropy_window) for run in members])
+        for key in CONTROL_KEYS:
+            first = cell([first_value(run, key) for run in members])
+            last = cell([tail_mean(run, key, entropy_window) for run in members])
+            if first is not None or last is not None:
+                summary.control[key] = (first, last)
         methods.append(summary)
 
     base = base_cells(runs, source, [*columns, *(f"pass@{k}" for k in ks)])
-    return {"source": source, "ks": ks, "columns": columns, "top": top, "methods": methods, "base": base}
+    return {
+        "source": source,
+        "ks": ks,
+        "columns": columns,
+        "top": top,
+        "methods": methods,
+        "base": base,
+        "entropy_window": entropy_window,
+    }
 
 
 def base_cells(runs: list[Run], source: str, metrics: list[str]) -> dict[str, Cell | None]:
@@ -305,6 +346,24 @@ def markdown(report: dict) -> str:
             pair = m.by_step.get(s)
             cells.append("n/a" if pair is None else f"{_text(pair['pass@1'])} / {_text(pair[top])}")
         lines.append("| " + " | ".join([m.label, *cells]) + " |")
+    keys = [k for k in CONTROL_KEYS if any(k in m.control for m in methods)]
+    if keys:
+        lines += [
+            "",
+            "What each controller did: the first training step -> the mean of the last "
+            f"{report['entropy_window']} (mean ± s.e. over seeds; n/a: the method does not log it):",
+            "",
+        ]
+        header = ["method", *(k.split("/", 1)[1] for k in keys)]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for m in methods:
+            cells = []
+            for k in keys:
+                first, last = m.control.get(k, (None, None))
+                cells.append(
+                    "n/a" if first is None and last is None else f"{_text(first, 4)} -> {_text(last, 4)}"
+                )
+            lines.append("| " + " | ".join([m.label, *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -325,6 +384,9 @@ def as_json(report: dict) -> dict:
                 "change": {k: c(v) for k, v in m.change.items()},
                 "by_step": {str(s): {k: c(v) for k, v in d.items()} for s, d in m.by_step.items()},
                 "final_entropy": c(m.entropy),
+                "control": {
+                    k: {"first": c(first), "last": c(last)} for k, (first, last) in m.control.items()
+                },
             }
             for m in report["methods"]
         ],

@@ -277,13 +277,22 @@ def test_a_failed_run_stops_the_sweep_before_the_report(tmp_path, stub):
 # ---------------------------------------------------------------------------------------------
 # collapse_report.py on synthetic logs
 # ---------------------------------------------------------------------------------------------
-def write_run(folder: Path, validations: dict[int, dict[str, float]], entropy: list[float]) -> Path:
+def write_run(
+    folder: Path,
+    validations: dict[int, dict[str, float]],
+    entropy: list[float],
+    extra: dict[str, list[float]] | None = None,
+) -> Path:
+    """A run folder with verl's file-logger JSONL: validations at their steps, entropy (and the `extra`
+    training metrics, one value per step) at steps 1, 2, ..."""
     folder.mkdir(parents=True)
     lines = []
     for step, metrics in validations.items():
         lines.append({"step": step, "data": {f"val-siren/average/{k}": v for k, v in metrics.items()}})
     for step, h in enumerate(entropy, start=1):
-        lines.append({"step": step, "data": {"entropy/full_mean": h, "critic/score/mean": 0.1 * step}})
+        data = {"entropy/full_mean": h, "critic/score/mean": 0.1 * step}
+        data.update({key: values[step - 1] for key, values in (extra or {}).items()})
+        lines.append({"step": step, "data": data})
     (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return folder
 
@@ -406,3 +415,54 @@ def test_runs_of_a_seed_share_the_one_base_validation(tmp_path):
     siren = report["methods"][1]
     assert siren.change["pass@32"].n == 1 and siren.change["pass@32"].mean == pytest.approx(0.05)
     assert report["base"]["pass@1"].n == 1  # the base row counts seed 1 once
+
+
+def test_controller_table_first_step_and_tail_over_seeds(tmp_path):
+    """SIREN's anchor/selected entropy and PAR's λ: the first training step and the mean of the last
+    `window` steps, per run, then mean ± s.e. over seeds; a method that does not log a key shows n/a."""
+    r = load_report()
+    runs = []
+    for seed, drift in ((1, 0.0), (2, 0.02)):
+        runs.append(
+            write_run(
+                tmp_path / f"siren-seed{seed}",
+                {0: val(0.2, 0.9), 4: val(0.3, 0.9)},
+                [0.34, 0.33, 0.32, 0.31],
+                {
+                    "entropy/anchor": [0.2] * 4,
+                    "entropy/selected_mean": [0.2, 0.19, 0.18 + drift, 0.16 + drift],
+                },
+            )
+        )
+    runs.append(
+        write_run(
+            tmp_path / "par-seed1",
+            {0: val(0.2, 0.9), 4: val(0.3, 0.95)},
+            [0.34, 0.36, 0.38, 0.40],
+            {"entropy/pos_adv_weight": [0.0, 0.05, 0.1, 0.15]},
+        )
+    )
+    runs.append(
+        write_run(tmp_path / "grpo-seed1", {0: val(0.2, 0.9), 4: val(0.3, 0.85)}, [0.34, 0.3, 0.28, 0.26])
+    )
+    loaded = r.load_runs([str(p) for p in runs], ["SIREN", "SIREN", "PAR", "GRPO"])
+    report = r.summarize(loaded, "average", entropy_window=2)
+    siren, par, grpo = report["methods"]
+    first, last = siren.control["entropy/selected_mean"]
+    assert first.mean == pytest.approx(0.2) and first.se == pytest.approx(0.0)
+    # last 2 steps per run: (0.18 + 0.16) / 2 = 0.17 and (0.20 + 0.18) / 2 = 0.19 -> mean 0.18, se 0.01
+    assert last.mean == pytest.approx(0.18) and last.se == pytest.approx(0.01)
+    assert siren.control["entropy/anchor"][1].mean == pytest.approx(0.2)
+    assert set(siren.control) == {"entropy/anchor", "entropy/selected_mean"}
+    assert par.control["entropy/pos_adv_weight"][0].mean == 0.0
+    assert (
+        par.control["entropy/pos_adv_weight"][1].mean == pytest.approx(0.125)
+        and par.control["entropy/pos_adv_weight"][1].se is None
+    )
+    assert grpo.control == {}
+    text = r.markdown(report)
+    assert "| method | anchor | selected_mean | pos_adv_weight |" in text
+    assert "| SIREN | 0.2000 ± 0.0000 -> 0.2000 ± 0.0000 | 0.2000 ± 0.0000 -> 0.1800 ± 0.0100 | n/a |" in text
+    assert "| GRPO | n/a | n/a | n/a |" in text
+    saved = r.as_json(report)
+    assert saved["methods"][1]["control"]["entropy/pos_adv_weight"]["last"]["mean"] == pytest.approx(0.125)
