@@ -22,7 +22,7 @@
 # time; runs finished earlier (RUN_DIR/DONE) are skipped, so an interrupted sweep resumes.
 #
 # Environment (defaults in brackets):
-#   STEPS [30]             training steps per run
+#   STEPS [16]             training steps per run
 #   SEEDS ["1 2 3"]        seed s sets the data order, the rollout sampling and the mini-batch shuffle
 #   METHODS ["grpo naive siren aer par clip_cov"]
 #   NAIVE_COEF [0.05]      β of `naive`
@@ -44,7 +44,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 
-STEPS=${STEPS:-30}
+STEPS=${STEPS:-16}
 SEEDS=${SEEDS:-1 2 3}
 METHODS=${METHODS:-grpo naive siren aer par clip_cov}
 NAIVE_COEF=${NAIVE_COEF:-0.05}

@@ -237,7 +237,7 @@ def block_testbed_sweep(block, sandbox):
     text = block.replace("scripts/experiments/entropy_collapse.sh", "scripts/experiments/entropy_collapse.sh --dry-run")
     proc = run_block(text, cwd, env)
     runs = [line for line in proc.stdout.splitlines() if " train --config-name cpu_testbed " in line]
-    assert len(runs) == 18 and all("trainer.total_training_steps=30" in line for line in runs), proc.stdout[-2000:]
+    assert len(runs) == 18 and all("trainer.total_training_steps=16" in line for line in runs), proc.stdout[-2000:]
     assert "collapse_report.py" in proc.stdout
 
 

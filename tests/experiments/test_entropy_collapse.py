@@ -136,8 +136,8 @@ def test_dry_run_defaults_and_the_validation_schedule(tmp_path):
     assert len(commands) == len(METHODS) * 3
     for words in commands:
         ov = overrides_of(words)
-        assert value(ov, "trainer.total_training_steps") == "30"
-        assert value(ov, "trainer.test_freq") == "15"
+        assert value(ov, "trainer.total_training_steps") == "16"
+        assert value(ov, "trainer.test_freq") == "8"
         assert value(ov, "trainer.default_local_dir").startswith(str(REPO / "outputs" / "entropy_collapse"))
     assert value(overrides_of(commands[1]), "entropy_control.coef") == "0.05"
     # the first entry validates the base policy, whatever whitespace surrounds METHODS
