@@ -15,12 +15,12 @@ Writes into DIR:
                 pass@8, pass@32 (the largest k logged if below 32), maj@8, and the final entropy
                 (entropy/full_mean averaged over the last --entropy-window training steps) -- as
                 mean ± standard error over seeds; a "base" row (step 0); the change from step 0 to
-                the end paired run by run; and every validation step's pass@1 / pass@max-k
-  summary.json  the same numbers, machine-readable
-                and what each method's controller did: its logged `entropy/*` control quantities
+                the end paired run by run; every validation step's pass@1 / pass@max-k; and what
+                each method's controller did: its logged `entropy/*` control quantities
                 (CONTROL_KEYS: SIREN's anchor and selected entropy, AER's target and coefficient, PAR's
                 positive-advantage weight λ) at the first training step and over the last
                 --entropy-window steps
+  summary.json  the same numbers, machine-readable
   curves.png    entropy and training reward per step (mean over seeds, ± s.e. band), held-out
                 pass@k against k at the end (base dashed), pass@1 and pass@max-k at each validation
 
@@ -47,7 +47,7 @@ REWARD_KEY = "critic/score/mean"
 TABLE_COLUMNS = ("avg@1", "pass@1", "pass@8", "pass@32", "maj@8")
 # what a method's controller holds or moves (docs/methods.md §8), shown where a method logged them:
 # SIREN's anchor H_0 and the selected (peak-masked, top-p) entropy it pulls towards it; AER's target
-# H* and coefficient α_k; PAR's λ; and the nucleus entropy every method logs
+# H* and coefficient α_k; PAR's λ; and the nucleus entropy of the methods that measure it
 CONTROL_KEYS = (
     "entropy/anchor",
     "entropy/selected_mean",
