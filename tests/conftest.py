@@ -41,6 +41,7 @@ SLOW_PATHS = (
     "data/test_prepare.py::test_output_loads_in_verl_rlhf_dataset",  # imports verl's dataset stack
     "hf_rollout/test_reproducible.py::test_request_seed_separates_every_component_and_is_stable_across_processes",
     "hf_rollout/test_server.py",  # the hf rollout's verl adapters: imports verl
+    "hf_rollout/test_grouped_agent_loop.py",  # siren-verl's agent-loop worker: imports verl
     "reward/test_hostile.py::test_injected_judge_cannot_reach_any_sink",  # a judge pool per sink
     "reward/test_hostile.py::test_hostile_answers_each_within_hard_limit",  # a hard-limit kill per answer
     "reward/test_contexts.py",  # the judge pool from scripts, `python -c`, forks, Ray and verl's reward loop

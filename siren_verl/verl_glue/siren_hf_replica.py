@@ -188,6 +188,12 @@ class HFGenerationServer:
         await self._queue.put(req)
         return await req.future
 
+    async def generate_many(self, requests: list[dict[str, Any]]) -> list:
+        """Several `generate` calls (each a dict of its keyword arguments) in one Ray call, queued in
+        list order -- the order, and so the per-response seeds, of as many separate calls; see
+        `siren_agent_loop.GroupedLLMClient`. One output per request, in order."""
+        return list(await asyncio.gather(*(self.generate(**request) for request in requests)))
+
     def _request_seed(self, prompt_ids: list[int], priority, sampling_params: dict[str, Any]) -> int:
         """`request_seed` for this request at the current training step; a request's own `seed`
         sampling param (vLLM's per-request seed) replaces rollout.seed."""
