@@ -35,6 +35,10 @@ Options (all optional) under `actor_rollout_ref.rollout.engine_kwargs.hf`:
   server process; default: leave torch's), `batch_wait_ms` (collection window, default 5),
   `device` (default "cpu").
 
+On the CPU presets verl's agent-loop worker reaches the server through siren-verl's worker
+(`siren_agent_loop.py`, named by `actor_rollout_ref.rollout.agent.agent_loop_manager_class`), which
+sends the `generate` calls of one moment as one `HFGenerationServer.generate_many` call.
+
 This module is the verl-free half: the names the pieces share and `register()`, which the plugin
 entry point calls in every process. The two verl subclasses live in modules that import verl at their
 top and register their class on their last line; only the after-import hooks load them (the adapter

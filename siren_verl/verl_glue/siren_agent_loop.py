@@ -70,14 +70,20 @@ class Coalescer:
         self.wait_s = float(wait_s)
         self._pending: list[tuple[Any, asyncio.Future]] = []
         self._flushing = False
+        self._tasks: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks
         self.sends = 0  # how many batches went out (tests, benchmarks)
+
+    def _start(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def submit(self, item: Any) -> Any:
         future = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
+            self._start(self._flush())
         return await future
 
     async def _flush(self) -> None:
@@ -85,7 +91,7 @@ class Coalescer:
             await asyncio.sleep(self.wait_s)
             while self._pending:
                 batch, self._pending = self._pending[: self.max_items], self._pending[self.max_items :]
-                asyncio.get_running_loop().create_task(self._send_batch(batch))
+                self._start(self._send_batch(batch))
         finally:
             self._flushing = False
 
