@@ -255,9 +255,11 @@ def prepare_config(config) -> MethodSpec:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    from siren_verl.verl_glue.trainer import method_spec_from_config
+    from siren_verl.verl_glue.trainer import method_spec_from_config, replay_poll_interval, verl_val_metrics
 
     check_paths(config)
+    replay_poll_interval(config)  # siren-verl's own trainer.v1 keys: ConfigError names the key
+    verl_val_metrics(config)
     place_on_platform(config)
     spec = method_spec_from_config(config)  # ConfigError names the entropy_control key
     check_trainer_settings(spec, trainer_settings(config))

@@ -3,7 +3,8 @@ trainer (`cpu_smoke` preset, toy reward returning score/acc/pred) with validatio
 and after step 2, on two benchmarks (the toy validation set split into two data sources), n = 4.
 
 Checks: val-siren/<source>/{avg,pass,maj}@{1,2,4} and distinct_answers (and the average over
-benchmarks) are logged at steps 0 and 2 only; avg@4 equals verl's own acc/mean@4; the laws that
+benchmarks) are logged at steps 0 and 2 only; avg@4 equals verl's own acc/mean@4 (verl's bootstrap
+restricted to acc by trainer.v1.validation.verl_metrics=core: no val-aux of score); the laws that
 tie them hold; `siren-verl eval score` on the run's validation dump (trainer.validation_data_dir)
 gives IDENTICAL numbers; `siren-verl plot` draws the validation panels from the run's log."""
 
@@ -53,6 +54,8 @@ def _train(tmp_path, toy_dir: str, val_files: list[str]) -> str:
         f"actor_rollout_ref.rollout.val_kwargs.n={N}",
         "actor_rollout_ref.rollout.val_kwargs.do_sample=true",
         "actor_rollout_ref.rollout.val_kwargs.temperature=1.0",
+        # verl's bootstrap on its core variable (acc) only: val-core/* unchanged, no val-aux of score
+        "trainer.v1.validation.verl_metrics=core",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env.update(
@@ -99,6 +102,9 @@ def test_validation_metrics_during_training_and_rescoring(tmp_path, tmp_path_fac
             assert got["pass@1"] <= got["pass@2"] <= got["pass@4"] <= 1
             assert got["maj@1"] == got["avg@1"]  # one sample: its own answer
             assert 1 <= got["distinct_answers"] <= N
+            # verl_metrics=core: verl's metrics of acc kept (maj@N votes by pred), none of score
+            assert f"val-core/{source}/acc/maj@{N}/mean" in m
+            assert not [key for key in m if key.startswith(f"val-aux/{source}/score/")]
         for k in names:
             mean = sum(m[metric_name(s, k)] for s in SOURCES) / len(SOURCES)
             assert m[metric_name("average", k)] == pytest.approx(mean, abs=1e-12)

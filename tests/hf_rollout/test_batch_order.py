@@ -92,3 +92,47 @@ def test_a_bad_poll_interval_names_the_key_and_range(value):
     config = OmegaConf.create({"trainer": {"v1": {"sampler": {"poll_interval_s": value}}}})
     with pytest.raises(ConfigError, match=r"trainer\.v1\.sampler\.poll_interval_s=.*\(0, 60\]"):
         replay_poll_interval(config)
+
+
+# verl's bootstrapped validation metrics: every reward variable (verl) or its core variable only
+@pytest.mark.parametrize("value,expected", [(None, "all"), ("all", "all"), ("core", "core")])
+def test_verl_val_metrics_is_read_from_the_config(value, expected):
+    from omegaconf import OmegaConf
+
+    from siren_verl.verl_glue.trainer import verl_val_metrics
+
+    validation = {} if value is None else {"verl_metrics": value}
+    assert verl_val_metrics(OmegaConf.create({"trainer": {"v1": {"validation": validation}}})) == expected
+
+
+def test_core_val_infos_keep_verls_core_numbers():
+    """verl's own process_validation_metrics on the kept variables gives every val-core number (the
+    core variable's mean / best / maj@N) that it gives on all of them."""
+    pytest.importorskip("verl")
+    import random
+
+    from verl.trainer.ppo.metric_utils import process_validation_metrics
+
+    from siren_verl.verl_glue.trainer import core_val_infos
+
+    rng = random.Random(0)
+    sources, uids = [], []
+    infos = {"acc": [], "score": [], "reward": [], "pred": [], "reward_timeout": []}
+    for p in range(6):
+        for _ in range(8):
+            sources.append(f"src{p % 2}")
+            uids.append(f"u{p}")
+            pred = str(rng.randint(0, 3))
+            infos["acc"].append(float(pred == "0"))
+            infos["score"].append(float(pred == "0"))
+            infos["reward"].append(float(pred == "0") - 0.1)
+            infos["pred"].append(pred)
+            infos["reward_timeout"].append(0.0)
+    kept = core_val_infos(infos)
+    assert sorted(kept) == ["acc", "pred"]
+    assert sorted(core_val_infos({k: v for k, v in infos.items() if k != "acc"})) == ["pred", "reward"]
+    full = process_validation_metrics(sources, uids, infos)
+    core = process_validation_metrics(sources, uids, kept)
+    for source in full:
+        assert core[source]["acc"] == full[source]["acc"]
+        assert set(core[source]) == {"acc"} and {"score", "reward"} <= set(full[source])
