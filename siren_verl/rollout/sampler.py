@@ -265,13 +265,19 @@ def priority_from_request_id(request_id: Any) -> int | None:
         return None
 
 
-def request_seed(seed: int, step: int, priority: int, prompt_ids: Iterable[int], occurrence: int = 0) -> int:
+def request_seed(
+    seed: int, step: int, priority: int, prompt_ids: Iterable[int], occurrence: int = 0, copy: int = 0
+) -> int:
     """The seed of one response's generator: a stable hash (blake2b, not Python's per-process
     salted `hash`) of the run's seed, the training step, verl's per-row `priority` (the row of the
-    step's batch: prompt and sample index), the prompt tokens and `occurrence` (the k-th request with
-    this same key in this step, so that callers that pass no distinct priority still get distinct
-    samples of one prompt). 63 bits, for `torch.Generator.manual_seed`."""
+    step's batch: prompt and sample index), the prompt tokens and `occurrence` (the sample index when
+    the caller knows it, else the k-th request with this same key in this step, so that callers that
+    pass no distinct priority still get distinct samples of one prompt); `copy` > 0 separates requests
+    that share all of these (the same prompt twice in one batch). 63 bits, for
+    `torch.Generator.manual_seed`."""
     text = f"{int(seed)}|{int(step)}|{int(priority)}|{int(occurrence)}|" + ",".join(str(int(t)) for t in prompt_ids)
+    if copy:
+        text += f"|c{int(copy)}"
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 

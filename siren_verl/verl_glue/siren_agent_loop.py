@@ -25,6 +25,12 @@ boundaries:
   (left-padded prompts, right-padded responses), so each row reaches the reward manager exactly as
   its own call would have.
 
+One more thing it does: validation sessions pass their index to the server (`SAMPLE_INDEX`), which
+seeds the i-th sample of a problem by i instead of by arrival order, so a validation draws the same
+samples in the same order every run (avg@1 and maj@k, which read the first samples, included). Copies
+of one prompt text in one validation set still share their seeds by arrival order (the server's
+`copy` count), as every sample did before.
+
 `rollout.name=hf` presets select it with `actor_rollout_ref.rollout.agent.agent_loop_manager_class`
 (`siren_verl/config/cpu_base.yaml`); verl's `TaskRunnerV1` loads the class by that name.
 """
@@ -32,6 +38,7 @@ boundaries:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import random
 from collections.abc import Awaitable, Callable
@@ -50,6 +57,10 @@ from verl.utils.rollout_trace import rollout_trace_attr
 # agent-loop classes whose instances hold only what their constructor sets, so one instance can run
 # many sessions, concurrently too (checked against verl 0.9.1's source)
 STATELESS_AGENT_LOOPS = frozenset({"verl.experimental.agent_loop.single_turn_agent_loop.SingleTurnAgentLoop"})
+
+# the sample index (verl's session id) of the validation session running in this asyncio task: the
+# grouped client passes it to the server, which seeds the response by it instead of by arrival order
+SAMPLE_INDEX: contextvars.ContextVar[int | None] = contextvars.ContextVar("siren_sample_index", default=None)
 
 # how long the first call of a batch waits for the others of the same moment (the sessions of one
 # prompt group reach `generate` within microseconds of each other)
@@ -152,6 +163,8 @@ class GroupedLLMClient:
             sampling_params=sampling_params,
             **kwargs,
         )
+        if SAMPLE_INDEX.get() is not None:
+            request["sample_index"] = SAMPLE_INDEX.get()
         return await self._coalescer.submit((request_id, request))
 
     async def _send(self, items: list[tuple[str, dict]]) -> list:
@@ -285,7 +298,16 @@ class _SirenAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
             assert agent_name in _agent_loop_registry, (
                 f"Agent loop {agent_name} not registered, registered agent loops: {_agent_loop_registry.keys()}"
             )
-            output = await self._agent_loop(agent_name).run(sampling_params, **kwargs)
+            # Validation requests carry no row priority (verl's `_validate` sets none), so the server
+            # would seed a problem's samples by arrival order and avg@1 / maj@k (which read the first
+            # samples) would change from run to run: give it the session index. Training requests keep
+            # their row priority and arrival count, as every documented run used.
+            token = SAMPLE_INDEX.set(int(kwargs["session_id"])) if trajectory["validate"] else None
+            try:
+                output = await self._agent_loop(agent_name).run(sampling_params, **kwargs)
+            finally:
+                if token is not None:
+                    SAMPLE_INDEX.reset(token)
             return await self._agent_loop_postprocess(output, trajectory["validate"], **kwargs)
 
 

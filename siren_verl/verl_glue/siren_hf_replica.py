@@ -162,6 +162,7 @@ class HFGenerationServer:
         audio_data: list[Any] | None = None,
         mm_processor_kwargs: dict[str, Any] | None = None,
         priority: int = 0,
+        sample_index: int | None = None,
         **kwargs,
     ):
         if image_data is not None or video_data is not None or audio_data is not None:
@@ -183,7 +184,8 @@ class HFGenerationServer:
             await self._gate.wait()
         if not priority:  # verl passes `priority` to vLLM only; the det-<priority> request id carries it
             priority = priority_from_request_id(request_id) or 0
-        req = GenerationRequest(prompt_ids=prompt_ids, seed=self._request_seed(prompt_ids, priority, sampling_params), **params)
+        seed = self._request_seed(prompt_ids, priority, sampling_params, sample_index)
+        req = GenerationRequest(prompt_ids=prompt_ids, seed=seed, **params)
         req.future = asyncio.get_running_loop().create_future()
         await self._queue.put(req)
         return await req.future
@@ -194,19 +196,30 @@ class HFGenerationServer:
         `siren_agent_loop.GroupedLLMClient`. One output per request, in order."""
         return list(await asyncio.gather(*(self.generate(**request) for request in requests)))
 
-    def _request_seed(self, prompt_ids: list[int], priority, sampling_params: dict[str, Any]) -> int:
+    def _request_seed(
+        self, prompt_ids: list[int], priority, sampling_params: dict[str, Any], sample_index: int | None = None
+    ) -> int:
         """`request_seed` for this request at the current training step; a request's own `seed`
-        sampling param (vLLM's per-request seed) replaces rollout.seed."""
+        sampling param (vLLM's per-request seed) replaces rollout.seed.
+
+        The occurrence is `sample_index` when the caller gives it (siren-verl's agent-loop worker does
+        for validation: verl's session index, so the i-th sample of a problem is the same response
+        however the requests arrive), else the arrival count of (priority, prompt). Either way a
+        prompt's n samples use occurrences 0..n-1, so they draw the same set of responses. Requests
+        equal in all of these (the same prompt text twice in one validation set) are told apart by
+        arrival (`copy`)."""
         if self._occurrence_step != self.global_steps:
             self._occurrences.clear()
             self._occurrence_step = self.global_steps
         priority = int(priority or 0)
-        key = (priority, tuple(prompt_ids))
-        occurrence = self._occurrences.get(key, 0)
-        self._occurrences[key] = occurrence + 1
+        key = (priority, tuple(prompt_ids)) if sample_index is None else (priority, tuple(prompt_ids), int(sample_index))
+        count = self._occurrences.get(key, 0)
+        self._occurrences[key] = count + 1
         own = sampling_params.get("seed")
         base = self.seed if own is None else int(own)
-        return request_seed(base, self.global_steps, priority, prompt_ids, occurrence)
+        if sample_index is None:
+            return request_seed(base, self.global_steps, priority, prompt_ids, count)
+        return request_seed(base, self.global_steps, priority, prompt_ids, int(sample_index), copy=count)
 
     # ---- weights ----
     async def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]):

@@ -359,3 +359,62 @@ def test_the_cpu_presets_name_the_manager_and_verl_loads_it():
     fqn = base.actor_rollout_ref.rollout.agent.agent_loop_manager_class
     assert load_class_from_fqn(fqn, "AgentLoopManager") is sal.SirenAgentLoopManagerTQ
     assert sal.SirenAgentLoopWorkerTQ.__ray_actor_class__ is sal._SirenAgentLoopWorker
+
+
+def test_the_client_passes_the_sessions_sample_index_when_set():
+    verl_client = _FakeVerlClient()
+    client = sal.GroupedLLMClient(verl_client)
+
+    async def session(index):
+        token = sal.SAMPLE_INDEX.set(index) if index is not None else None
+        try:
+            return await client.generate("det-0", prompt_ids=[1], sampling_params={})
+        finally:
+            if token is not None:
+                sal.SAMPLE_INDEX.reset(token)
+
+    async def main():
+        return await asyncio.gather(session(3), session(None), session(0))
+
+    asyncio.run(main())
+    (batch,) = verl_client.batches
+    assert [r.get("sample_index", "absent") for r in batch] == [3, "absent", 0]
+
+
+class _IndexSpyLoop:
+    """An agent loop that records the sample index its `generate` would carry."""
+
+    seen: list = []
+
+    def __init__(self, **kwargs):
+        pass
+
+    async def run(self, sampling_params, **kwargs):
+        type(self).seen.append(sal.SAMPLE_INDEX.get())
+        return "output"
+
+
+def test_validation_sessions_carry_their_index_and_training_sessions_do_not(monkeypatch):
+    target = f"{__name__}._IndexSpyLoop"
+    monkeypatch.setitem(_agent_loop_registry, "index_spy", {"_target_": target})
+    worker = _bare_worker()
+
+    async def postprocess(output, validate, **kwargs):
+        return (output, validate, kwargs["session_id"])
+
+    worker._agent_loop_postprocess = postprocess
+    _IndexSpyLoop.seen = []
+
+    async def main():
+        out = []
+        for validate in (True, False):
+            trajectory = {"step": 0, "sample_index": 0, "rollout_n": 0, "validate": validate}
+            for session in (2, 0):
+                out.append(
+                    await worker._run_agent_loop({}, trajectory, agent_name="index_spy", trace=False, session_id=session)
+                )
+        return out
+
+    out = asyncio.run(main())
+    assert _IndexSpyLoop.seen == [2, 0, None, None]
+    assert out[0] == ("output", True, 2) and sal.SAMPLE_INDEX.get() is None

@@ -326,3 +326,38 @@ def test_det_request_ids_carry_the_priority_verl_withholds(toy, model_and_tok):
 
     explicit = _serve(make_hf_server(toy.model, seed=5), [(prompt, r) for r in rows], list(range(len(rows))))
     assert asyncio.run(by_id()) == [explicit[i] for i in range(len(rows))]
+
+
+def test_sample_index_seeds_by_index_and_keeps_the_arrival_seeds_set(toy, model_and_tok):
+    """Validation requests (priority 0) with the session index: the i-th sample is the same response
+    whatever the arrival order, and a prompt's n samples are the same SET of responses as without the
+    index (occurrences 0..n-1 either way), so pass@k does not move; a repeated prompt gets other seeds."""
+    _, tok = model_and_tok
+    prompts = [chat_prompt(tok, c) for c in CONTENTS[:3]]
+    n = 4
+    calls = [(prompts[p], s) for p in range(len(prompts)) for s in range(n)]  # (prompt, session)
+
+    def serve(order, with_index=True):
+        async def main():
+            server = make_hf_server(toy.model, seed=5)
+            tasks = {}
+            for i in order:
+                prompt, session = calls[i]
+                extra = {"sample_index": session} if with_index else {}
+                tasks[i] = asyncio.create_task(server.generate(prompt, dict(SAMPLING), "det-0", **extra))
+                await asyncio.sleep(0)
+            return {i: tuple((await t).token_ids) for i, t in tasks.items()}
+
+        return asyncio.run(main())
+
+    forward = serve(range(len(calls)))
+    backward = serve(reversed(range(len(calls))))
+    assert forward == backward  # by index, not by arrival
+    by_arrival = serve(reversed(range(len(calls))), with_index=False)
+    for p in range(len(prompts)):
+        rows = range(p * n, (p + 1) * n)
+        assert sorted(forward[i] for i in rows) == sorted(by_arrival[i] for i in rows)
+    server = make_hf_server(toy.model, seed=5)
+    p = prompts[0]
+    first, again = server._request_seed(p, 0, SAMPLING, 2), server._request_seed(p, 0, SAMPLING, 2)
+    assert first == request_seed(5, 0, 0, p, 2) and again == request_seed(5, 0, 0, p, 2, copy=1) != first
