@@ -19,7 +19,8 @@ boundaries:
 * `generate` calls made while the worker's event loop is busy are sent together: one acquire, one
   `generate_many` call to the server (`HFGenerationServer.generate_many`, which queues them in
   arrival order, so the per-response seeds are unchanged), one release. Requests with images, video
-  or audio, and servers without `generate_many`, go through verl's client unchanged;
+  or audio go through verl's client unchanged, and so does everything on other rollout backends (only
+  `rollout.name=hf`'s server has `generate_many`);
 * single-sequence reward calls are sent together as one `compute_score_batch` (verl's own reward
   worker method, which scores row by row) on a batch laid out the way verl lays out a rollout batch
   (left-padded prompts, right-padded responses), so each row reaches the reward manager exactly as

@@ -226,8 +226,9 @@ def replay_poll_interval(config) -> float | None:
 
 
 # verl's `_validate` bootstraps best@N / worst@N / maj@N (1000 resamples per k) for EVERY reward
-# variable (acc, acc_success_only, reward, score, ...): ~20-30 s of each validation of 96 problems x 32
-# samples on 2 cores, where siren-verl's own val-siren avg/pass/maj@k are exact and take ~0.1 s.
+# variable (acc, acc_success_only, reward, score, ...): on the CPU testbed (96 problems x 32 samples,
+# 2 cores) a GRPO run's validations took 36 s with "core" against 43-57 s with "all"
+# (docs/experiments.md); siren-verl's own val-siren avg/pass/maj@k are exact and take ~0.1 s.
 # "core" keeps verl's metrics of the core variable only (acc, else reward: the val-core/* numbers are
 # unchanged) and drops verl's val-aux/* of the other variables; "all" is verl's behaviour.
 VAL_METRICS_KEY = "trainer.v1.validation.verl_metrics"
