@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,11 +50,15 @@ import hydra
 import numpy as np
 import ray
 import torch
+import transfer_queue as tq
 from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap, _agent_loop_registry
 from verl.protocol import DataProto
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 from verl.utils.model import compute_position_id_with_mask
 from verl.utils.rollout_trace import rollout_trace_attr
+from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+logger = logging.getLogger(__name__)
 
 # agent-loop classes whose instances hold only what their constructor sets, so one instance can run
 # many sessions, concurrently too (checked against verl 0.9.1's source)
@@ -254,6 +259,45 @@ class GroupedRewardWorkers:
         return results
 
 
+def field_signature(field: dict) -> tuple:
+    """What must agree between rows for one `list_of_dict_to_tensordict` to store each row as its own
+    put would: the keys, and per key whether it is a tensor (with its dtype and rank) or not."""
+    return tuple(
+        (key, (value.dtype, value.dim()) if isinstance(value, torch.Tensor) else None) for key, value in field.items()
+    )
+
+
+class GroupedTransferQueuePuts:
+    """The sessions' TransferQueue writes of one moment as one `kv_batch_put` per (partition, field
+    layout), instead of one per session. `put` returns when its rows are stored, so what a session
+    does after its put (verl's `_run_prompt` publishing the prompt's terminal status) still happens
+    after its data is in TransferQueue. Row order in TransferQueue does not matter: the trainer sorts a
+    step's keys (`trainer.trajectory_key_order`)."""
+
+    def __init__(self, batch_put: Callable[..., Awaitable[Any]] | None = None):
+        self._batch_put = batch_put or tq.async_kv_batch_put
+        self._coalescer = Coalescer(self._send)
+
+    async def put(self, keys: list[str], fields: list[dict], tags: list[dict], partition_id: str) -> None:
+        if not keys:
+            return
+        await self._coalescer.submit((partition_id, keys, fields, tags))
+
+    async def _send(self, items: list[tuple]) -> list[None]:
+        groups: dict[tuple, tuple[list, list, list]] = {}
+        for partition_id, keys, fields, tags in items:
+            for key, field, tag in zip(keys, fields, tags, strict=True):
+                group = groups.setdefault((partition_id, field_signature(field)), ([], [], []))
+                group[0].append(key)
+                group[1].append(field)
+                group[2].append(tag)
+        for (partition_id, _), (keys, fields, tags) in groups.items():
+            await self._batch_put(
+                keys=keys, fields=list_of_dict_to_tensordict(fields), tags=tags, partition_id=partition_id
+            )
+        return [None] * len(items)
+
+
 class _SirenAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
     """`AgentLoopWorkerTQ` with the batching described in the module docstring."""
 
@@ -264,6 +308,7 @@ class _SirenAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
         if self.reward_loop_worker_handles:
             self.reward_loop_worker_handles = [GroupedRewardWorkers(self.reward_loop_worker_handles)]
         self._agent_loops: dict[str, Any] = {}
+        self._puts = GroupedTransferQueuePuts()
 
     def _agent_loop(self, agent_name: str):
         """The agent loop for a session: built once per name when its class keeps no state between
@@ -310,6 +355,67 @@ class _SirenAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
                 if token is not None:
                     SAMPLE_INDEX.reset(token)
             return await self._agent_loop_postprocess(output, trajectory["validate"], **kwargs)
+
+    async def _agent_loop_postprocess(self, output, validate, **kwargs) -> None:
+        # verl's `AgentLoopWorkerTQ._agent_loop_postprocess` (agent_loop_tq.py; the same fields, keys
+        # and tags), with the final `kv_batch_put` of this session's rows sent together with the other
+        # sessions' of the same moment (`GroupedTransferQueuePuts`)
+        uid, session_id = kwargs["uid"], kwargs["session_id"]
+        outputs = output if isinstance(output, list) else [output]
+        if not outputs:
+            logger.warning(f"Empty output for prompt {uid}_{session_id}")
+            return
+
+        await self._compute_score(outputs, kwargs=kwargs)
+
+        final_output = outputs[-1]
+        await self._compute_teacher_logprobs(
+            final_output,
+            prompt_ids=final_output.prompt_ids,
+            response_ids=final_output.response_ids,
+            validate=validate,
+            sample_kwargs=kwargs,
+        )
+
+        if final_output.reward_score is not None:
+            for output in outputs[:-1]:
+                output.reward_score = final_output.reward_score
+                output.extra_fields["reward_extra_info"] = final_output.extra_fields["reward_extra_info"]
+
+        keys, fields, tags = [], [], []
+        for i, output in enumerate(outputs):
+            prompts = torch.tensor(output.prompt_ids, dtype=torch.int64)
+            responses = torch.tensor(output.response_ids, dtype=torch.int64)
+            input_ids = torch.cat([prompts, responses], dim=0)
+            attention_mask = torch.ones_like(input_ids, dtype=torch.int64)
+            multi_modal_inputs = self._compute_multi_modal_inputs(output, input_ids)
+            position_ids = self._compute_position_ids(
+                input_ids.unsqueeze(0), attention_mask.unsqueeze(0), multi_modal_inputs
+            ).squeeze(0)
+
+            keys.append(f"{uid}_{session_id}_{i}")
+            field = output.as_dict()
+            field.update(kwargs)
+            field.pop("multi_modal_data", None)
+            field["loss_mask"] = field["response_mask"]
+            field["input_ids"] = input_ids
+            field["position_ids"] = position_ids
+            field["multi_modal_inputs"] = multi_modal_inputs
+            fields.append(field)
+            prompt_len, response_len = field["prompts"].size(0), field["responses"].size(0)
+            tags.append(
+                {
+                    "status": "success",
+                    "prompt_len": prompt_len,
+                    "response_len": response_len,
+                    "seq_len": prompt_len + response_len,
+                    "global_steps": kwargs["global_steps"],
+                    "min_global_steps": field["extra_fields"].get("min_global_steps"),
+                    "max_global_steps": field["extra_fields"].get("max_global_steps"),
+                }
+            )
+
+        await self._puts.put(keys, fields, tags, partition_id="train" if not validate else "val")
 
 
 SirenAgentLoopWorkerTQ = ray.remote(_SirenAgentLoopWorker)

@@ -418,3 +418,142 @@ def test_validation_sessions_carry_their_index_and_training_sessions_do_not(monk
     out = asyncio.run(main())
     assert _IndexSpyLoop.seen == [2, 0, None, None]
     assert out[0] == ("output", True, 2) and sal.SAMPLE_INDEX.get() is None
+
+
+# ---------------------------------------------------------------------------------------------
+# TransferQueue writes: the sessions of one moment in one kv_batch_put
+# ---------------------------------------------------------------------------------------------
+def _row_values(td, i):
+    """Row i of a TensorDict as plain values: tensors (nested rows included) and non-tensor data."""
+    out = {}
+    for key in td.keys():
+        value = td.get(key)
+        if isinstance(value, torch.Tensor):
+            out[key] = value.unbind()[i] if value.is_nested else value[i]
+        else:
+            out[key] = value.tolist()[i]
+    return out
+
+
+def _assert_same_row(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert isinstance(b[key], torch.Tensor), key
+            assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
+def _field(n_resp, uid, **extra):
+    return {
+        "prompts": torch.arange(3, dtype=torch.int64),
+        "responses": torch.arange(n_resp, dtype=torch.int64),
+        "rollout_log_probs": -torch.rand(n_resp),
+        "reward_score": 0.5,
+        "uid": uid,
+        "extra_fields": {"global_steps": 1, "reward_extra_info": {"acc": 1.0}},
+        **extra,
+    }
+
+
+def test_grouped_puts_store_every_row_as_its_own_put_would():
+    from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+    calls = []
+
+    async def batch_put(*, keys, fields, tags, partition_id):
+        calls.append((list(keys), fields, list(tags), partition_id))
+
+    puts = sal.GroupedTransferQueuePuts(batch_put=batch_put)
+    sessions = [
+        (["a_0_0"], [_field(4, "a")], [{"status": "success", "i": 0}], "train"),
+        (["a_1_0", "a_1_1"], [_field(2, "a"), _field(5, "a")], [{"i": 1}, {"i": 2}], "train"),
+        (["v_0_0"], [_field(4, "v")], [{"i": 3}], "val"),
+        # another layout (a key more): its own put
+        (["b_0_0"], [_field(4, "b", teacher=torch.zeros(2))], [{"i": 4}], "train"),
+        (["c_0_0"], [_field(4, "c")], [{"i": 5}], "train"),
+    ]
+
+    async def main():
+        await asyncio.gather(*(puts.put(*session) for session in sessions))
+        await puts.put([], [], [], "train")  # nothing to write: no call
+
+    asyncio.run(main())
+    assert [(keys, partition) for keys, _, _, partition in calls] == [
+        (["a_0_0", "a_1_0", "a_1_1", "c_0_0"], "train"),
+        (["v_0_0"], "val"),
+        (["b_0_0"], "train"),
+    ]
+    assert calls[0][2] == [{"status": "success", "i": 0}, {"i": 1}, {"i": 2}, {"i": 5}]
+    stored = {key: _row_values(fields, i) for keys, fields, _, _ in calls for i, key in enumerate(keys)}
+    for keys, fields, _, _ in sessions:  # what verl's one put per session would have stored
+        alone = list_of_dict_to_tensordict(fields)
+        for i, key in enumerate(keys):
+            _assert_same_row(stored[key], _row_values(alone, i))
+
+
+def test_a_failed_grouped_put_fails_every_session_of_the_batch():
+    async def batch_put(**kwargs):
+        raise ConnectionError("storage unit gone")
+
+    puts = sal.GroupedTransferQueuePuts(batch_put=batch_put)
+
+    async def main():
+        return await asyncio.gather(
+            *(puts.put([f"k{i}"], [_field(2, "a")], [{}], "train") for i in range(3)), return_exceptions=True
+        )
+
+    assert all(isinstance(r, ConnectionError) for r in asyncio.run(main()))
+
+
+def test_the_workers_postprocess_writes_what_verls_writes(monkeypatch):
+    """The worker's copy of verl's `_agent_loop_postprocess` (everything but the grouped put) against
+    verl's own method on the same outputs, with TransferQueue replaced by a recorder."""
+    import transfer_queue as tq
+    from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput
+    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopWorkerTQ
+
+    def outputs(n):
+        return [
+            AgentLoopOutput(
+                prompt_ids=[5, 6, 7],
+                response_ids=list(range(1, 2 + i)),
+                response_mask=[1] * (1 + i),
+                response_logprobs=[-0.5] * (1 + i),
+                reward_score=1.0 if i == n - 1 else None,
+                num_turns=2,
+                metrics=AgentLoopMetrics(),
+                extra_fields={"reward_extra_info": {"acc": 1.0}, "global_steps": 3},
+            )
+            for i in range(n)
+        ]
+
+    worker = _bare_worker()
+    worker.reward_loop_worker_handles = None
+    worker.distillation_enabled = False
+    verl_calls, our_calls = [], []
+
+    async def record_verl(*, keys, fields, tags, partition_id):
+        verl_calls.append((keys, fields, tags, partition_id))
+
+    async def record_ours(*, keys, fields, tags, partition_id):
+        our_calls.append((keys, fields, tags, partition_id))
+
+    monkeypatch.setattr(tq, "async_kv_batch_put", record_verl)
+    worker._puts = sal.GroupedTransferQueuePuts(batch_put=record_ours)
+    kwargs = dict(uid="u1", session_id=4, global_steps=3, raw_prompt=[{"role": "user", "content": "hi"}])
+
+    async def main():
+        for validate in (False, True):
+            await AgentLoopWorkerTQ.__ray_actor_class__._agent_loop_postprocess(worker, outputs(2), validate, **kwargs)
+            await sal._SirenAgentLoopWorker._agent_loop_postprocess(worker, outputs(2), validate, **kwargs)
+
+    asyncio.run(main())
+    assert len(verl_calls) == len(our_calls) == 2
+    for (vk, vf, vt, vp), (ok, of, ot, op) in zip(verl_calls, our_calls, strict=True):
+        assert (vk, vt, vp) == (ok, ot, op)
+        for i in range(len(vk)):
+            _assert_same_row(_row_values(of, i), _row_values(vf, i))
+    assert [call[3] for call in our_calls] == ["train", "val"]
