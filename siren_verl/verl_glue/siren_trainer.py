@@ -58,7 +58,6 @@ from siren_verl.verl_glue.trainer import (
     REWARD_FLAG_FIELDS,
     STATE_FILE,
     _as_list,
-    core_val_infos,
     forking_report_dir,
     method_spec_from_config,
     nucleus_request,
@@ -69,6 +68,7 @@ from siren_verl.verl_glue.trainer import (
     sequential_prompt_uid,
     trajectory_key_order,
     verify_workers,
+    verl_val_infos,
     verl_val_metrics,
     write_state_atomically,
 )
@@ -391,9 +391,8 @@ class SirenPPOTrainerSync(PPOTrainerSync):
     def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, *args, **kwargs):
         from siren_verl.eval.validation import ValidationDataError
 
-        verl_infos = reward_extra_infos_dict
-        if verl_val_metrics(self.config) == "core":  # verl's bootstrap on its core variable only
-            verl_infos = core_val_infos(reward_extra_infos_dict)
+        # verl's bootstrap on every reward variable, on its core variable only, or on none
+        verl_infos = verl_val_infos(reward_extra_infos_dict, verl_val_metrics(self.config))
         metrics = super()._val_metrics_update(data_sources, sample_uids, verl_infos, *args, **kwargs)
         capture = getattr(self, "_siren_validation", None)
         if capture is None:

@@ -228,11 +228,14 @@ def replay_poll_interval(config) -> float | None:
 # verl's `_validate` bootstraps best@N / worst@N / maj@N (1000 resamples per k) for EVERY reward
 # variable (acc, acc_success_only, reward, score, ...): on the CPU testbed (96 problems x 32 samples,
 # 2 cores) a GRPO run's validations took 36 s with "core" against 43-57 s with "all"
-# (docs/experiments.md); siren-verl's own val-siren avg/pass/maj@k are exact and take ~0.1 s.
-# "core" keeps verl's metrics of the core variable only (acc, else reward: the val-core/* numbers are
-# unchanged) and drops verl's val-aux/* of the other variables; "all" is verl's behaviour.
+# (docs/experiments.md), and the core variable's bootstrap alone was ~80 % of the driver's time in a
+# "core" validation (py-spy); siren-verl's own val-siren avg/pass/maj@k are exact and take ~0.1 s.
+# "all" is verl's behaviour. "core" keeps verl's metrics of the core variable only (acc, else reward:
+# the val-core/* numbers are unchanged) and drops verl's val-aux/* of the other variables. "none"
+# computes none of verl's reward-variable metrics (no val-core/*, no val-aux/* but num_turns):
+# val-siren/* carry avg@k (= verl's mean@N at k = N), pass@k and maj@k, exactly.
 VAL_METRICS_KEY = "trainer.v1.validation.verl_metrics"
-VAL_METRICS_CHOICES = ("all", "core")
+VAL_METRICS_CHOICES = ("all", "core", "none")
 
 
 def verl_val_metrics(config) -> str:
@@ -245,6 +248,15 @@ def verl_val_metrics(config) -> str:
     if value not in VAL_METRICS_CHOICES:
         raise ConfigError(f"{VAL_METRICS_KEY}={value!r}: must be one of {', '.join(VAL_METRICS_CHOICES)}")
     return str(value)
+
+
+def verl_val_infos(infos: dict, mode: str) -> dict:
+    """The reward variables verl's validation metrics are computed for under `verl_metrics=mode`."""
+    if mode == "all":
+        return infos
+    if mode == "none":
+        return {}
+    return core_val_infos(infos)
 
 
 def core_val_infos(infos: dict) -> dict:

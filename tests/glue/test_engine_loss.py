@@ -72,6 +72,27 @@ def test_remove_padding_on_off_same_nucleus_entropies(padded_actor, rmpad_actor)
     assert torch.equal(a["siren_nucleus_size"][mask], b["siren_nucleus_size"][mask])
 
 
+@pytest.mark.parametrize("remove_padding", [False, True])
+def test_engine_log_probs_equal_independent_computation(remove_padding, padded_actor, rmpad_actor):
+    """The log-probs the engine returns (through siren-verl's blocked logsumexp on CPU, see
+    siren_engine.row_blocked_logprobs) equal float64 log_softmax of the model's logits at the
+    response tokens."""
+    from siren_verl.verl_glue.siren_engine import verl_uses_per_row_logprobs
+
+    assert verl_uses_per_row_logprobs(torch.zeros(1, 2))  # the engine's blocked path is what runs here
+    handle = rmpad_actor if remove_padding else padded_actor
+    batch = make_rollout_batch(batch_size=6, response_len=7, seed=4)
+    out, _ = infer(handle, batch, micro_batch_size_per_gpu=1)
+    mask = batch.batch["response_mask"].bool()
+    R = mask.shape[1]
+    with torch.no_grad():
+        logits = response_logits(hf_copy(handle), batch)
+    expected = padded_rows(
+        [torch.log_softmax(z.double(), -1).gather(-1, batch.batch["responses"][i, : z.shape[0]].unsqueeze(-1)).squeeze(-1)
+         for i, z in enumerate(logits)], R)  # fmt: skip
+    torch.testing.assert_close(out["log_probs"][mask].double(), expected[mask], atol=2e-5, rtol=1e-5)
+
+
 def test_plain_requests_are_untouched(padded_actor):
     batch = make_rollout_batch(batch_size=4, seed=5)
     out, _ = infer(padded_actor, batch)

@@ -76,7 +76,7 @@ def test_good_siren_config_passes(check):
         (["entropy_control.method=siren", "trainer.v1.trainer_mode=sync"], ["trainer.v1.trainer_mode=sync"]),
         (["entropy_control.method=siren", "actor_rollout_ref.actor.entropy_coeff=0.01"],
          ["actor_rollout_ref.actor.entropy_coeff=0.01"]),
-        (["trainer.v1.validation.verl_metrics=some"], ["trainer.v1.validation.verl_metrics='some'", "all, core"]),
+        (["trainer.v1.validation.verl_metrics=some"], ["trainer.v1.validation.verl_metrics='some'", "all, core, none"]),
         (["++trainer.v1.sampler.poll_interval_s=0"], ["trainer.v1.sampler.poll_interval_s=0", "(0, 60]"]),
     ],
 )

@@ -95,7 +95,7 @@ def test_a_bad_poll_interval_names_the_key_and_range(value):
 
 
 # verl's bootstrapped validation metrics: every reward variable (verl) or its core variable only
-@pytest.mark.parametrize("value,expected", [(None, "all"), ("all", "all"), ("core", "core")])
+@pytest.mark.parametrize("value,expected", [(None, "all"), ("all", "all"), ("core", "core"), ("none", "none")])
 def test_verl_val_metrics_is_read_from_the_config(value, expected):
     from omegaconf import OmegaConf
 
@@ -136,3 +136,19 @@ def test_core_val_infos_keep_verls_core_numbers():
     for source in full:
         assert core[source]["acc"] == full[source]["acc"]
         assert set(core[source]) == {"acc"} and {"score", "reward"} <= set(full[source])
+
+
+def test_verl_val_infos_per_mode_and_verl_accepts_none_of_them():
+    """all: every variable; core: the core variable and pred; none: no variable, on which verl's own
+    process_validation_metrics computes no metric (and does not fail, expected counts included)."""
+    pytest.importorskip("verl")
+    from verl.trainer.ppo.metric_utils import process_validation_metrics
+
+    from siren_verl.verl_glue.trainer import verl_val_infos
+
+    infos = {"acc": [1.0, 0.0], "pred": ["1", "2"], "score": [1.0, 0.0]}
+    assert verl_val_infos(infos, "all") is infos
+    assert verl_val_infos(infos, "core") == {"acc": [1.0, 0.0], "pred": ["1", "2"]}
+    assert verl_val_infos(infos, "none") == {}
+    metrics = process_validation_metrics(["s", "s"], ["u", "u"], {}, expected_acc_counts={("s", "u"): 2})
+    assert all(not var2metric for var2metric in metrics.values())
