@@ -1,9 +1,10 @@
 """Benchmark: the time of one RL step through verl's real trainer on CPU, and where it goes.
 
 Runs `siren-verl train` (python -m siren_verl.main) for `--steps` steps of a preset, twice in the
-same invocation: the BASELINE (the preset plus `--baseline` overrides: by default verl's own 2 s
-replay-buffer poll, what every CPU step paid before siren-verl set
-trainer.v1.sampler.poll_interval_s) and the CANDIDATE (the preset as it is, plus `--override`s).
+same invocation: the CANDIDATE (the preset plus the `--override`s) and the BASELINE (the same, plus
+the `--baseline` overrides after them, which win: by default verl's own 2 s replay-buffer poll, what
+every CPU step paid before siren-verl set trainer.v1.sampler.poll_interval_s). So a baseline that
+should differ in a key the candidate overrides must set that key back itself.
 Prints, for each run, verl's per-step `timing_s/*` breakdown (from its file logger) and the ratio
 candidate / baseline of the mean over the steps after the first (step 1 also pays start-up).
 Ratios only: both runs share the machine's state, absolute seconds depend on it.
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="cpu_learn", help="config name (default cpu_learn)")
     ap.add_argument("--steps", type=int, default=4, help="training steps per run (>= 2; default 4)")
     ap.add_argument("--override", action="append", default=None, help=f"candidate override (default {DEFAULT_OVERRIDES})")
-    ap.add_argument("--baseline", action="append", default=None, help=f"baseline's extra overrides (default {DEFAULT_BASELINE})")
+    ap.add_argument("--baseline", action="append", default=None, help=f"overrides added after the candidate's for the baseline (default {DEFAULT_BASELINE})")
     ap.add_argument("--no-baseline", action="store_true", help="time the candidate only")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per run")
     ap.add_argument("--markdown", action="store_true")
