@@ -8,6 +8,9 @@
   registered there and its engine is siren-verl's; the loss replaced through verl's
   `set_loss_fn` when the method adds a regulariser;
 * `_compute_old_log_prob`: asks the engine for nucleus entropies when the method uses them;
+* `_compute_old_log_prob`, `_compute_ref_log_prob`, `_update_actor`: the workers are sent the
+  batch's tensor fields only (`worker_fields`), not the per-row dataset and agent-loop records no
+  worker reads;
 * `_update_actor` (after advantages), one training step in three parts: FETCH the global batch's
   fields from TransferQueue in one read (entropies, advantages, rewards, uids, and what the other
   parts need: `step_fields`); OBSERVE: `EntropyController.observe` on the real rows, the
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -188,6 +192,42 @@ def step_writes(values: StepValues, fetched: FetchedStep, rows: int) -> dict[str
 
 
 # ---------------------------------------------------------------------------------------------
+# what the workers are sent
+# ---------------------------------------------------------------------------------------------
+# verl's workers read every stored field of a batch unless its KVBatchMeta names the fields (tqbridge,
+# verl/utils/transferqueue_utils.py). The per-row non-tensor fields (the dataset row: prompt,
+# reward_model, extra_info, ...; the agent loop's records: extra_fields, metrics, num_turns, ...) are
+# read by no actor or reference worker, yet each costs a TransferQueue read and a TensorDict.to per
+# micro-batch: a third of the CPU actor's time on cpu_testbed (docs/benchmarks.md). The one
+# non-tensor field verl's engine reads (FSDPEngineWithLMHead.prepare_model_inputs) is kept.
+WORKER_NON_TENSOR_FIELDS = ("multi_modal_inputs",)
+
+
+def worker_fields(field_schema: dict[str, dict], fields: list[str] | None = None) -> list[str]:
+    """The fields the actor/reference workers are sent, from TransferQueue's field schema
+    (`BatchMeta.field_schema`: name -> {is_non_tensor, ...}): every tensor field and
+    `WORKER_NON_TENSOR_FIELDS`, within `fields` when the batch names some."""
+    return [
+        name
+        for name, meta in field_schema.items()
+        if (not meta.get("is_non_tensor", False) or name in WORKER_NON_TENSOR_FIELDS)
+        and (fields is None or name in fields)
+    ]
+
+
+@contextmanager
+def sending_worker_fields(batch):
+    """`batch.fields` narrowed to `worker_fields` for the worker call inside, restored after."""
+    schema = tq.get_client().kv_retrieve_meta(keys=batch.keys, partition_id=batch.partition_id).field_schema
+    every = batch.fields
+    batch.fields = worker_fields(schema, every)
+    try:
+        yield batch
+    finally:
+        batch.fields = every
+
+
+# ---------------------------------------------------------------------------------------------
 # the trainer
 # ---------------------------------------------------------------------------------------------
 class SirenPPOTrainerSync(PPOTrainerSync):
@@ -282,9 +322,14 @@ class SirenPPOTrainerSync(PPOTrainerSync):
     def _compute_old_log_prob(self, batch, metrics):
         if self.entropy_spec.needs_nucleus:
             batch.extra_info[SIREN_ENTROPY_KEY] = nucleus_request(self.entropy_spec)
-        batch = super()._compute_old_log_prob(batch, metrics)
+        with sending_worker_fields(batch):
+            batch = super()._compute_old_log_prob(batch, metrics)
         batch.extra_info.pop(SIREN_ENTROPY_KEY, None)
         return batch
+
+    def _compute_ref_log_prob(self, batch, metrics):
+        with sending_worker_fields(batch):
+            return super()._compute_ref_log_prob(batch, metrics)
 
     # ---- one training step: fetch -> observe -> write (after verl computed the advantages) ------
     def _update_actor(self, batch, metrics):
@@ -300,7 +345,8 @@ class SirenPPOTrainerSync(PPOTrainerSync):
         if spec.needs_loss and spec.needs_nucleus:
             batch.extra_info[SIREN_ENTROPY_KEY] = nucleus_request(spec)
         actor_metrics = {}
-        batch = super()._update_actor(batch, actor_metrics)
+        with sending_worker_fields(batch):
+            batch = super()._update_actor(batch, actor_metrics)
         for key, value in actor_metrics.items():
             # the loss logs docs/methods.md §8 names; verl prefixes every update metric with "actor/"
             metrics[key[len("actor/") :] if key.startswith("actor/entropy/") else key] = value

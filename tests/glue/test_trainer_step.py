@@ -82,7 +82,17 @@ class _TransferQueue:
         from transfer_queue.metadata import KVBatchMeta
 
         self.writes.append(fields)
-        return KVBatchMeta(keys=list(keys), tags=[{}] * len(keys), partition_id=partition_id, fields=list(fields.keys()))
+        # as TransferQueue's: the returned metadata names every stored field of the rows
+        stored = list(self.store.keys()) + [k for k in fields.keys() if k not in self.store.keys()]
+        return KVBatchMeta(keys=list(keys), tags=[{}] * len(keys), partition_id=partition_id, fields=stored)
+
+    def get_client(self):
+        return self
+
+    def kv_retrieve_meta(self, keys, partition_id, create=False):
+        from transfer_queue.metadata import extract_field_schema
+
+        return types.SimpleNamespace(field_schema=extract_field_schema(self.store))
 
 
 def _step_store():
@@ -108,6 +118,9 @@ def _step_store():
     store["extra_fields"] = NonTensorStack(
         *(NonTensorData({"reward_extra_info": {"reward_timeout": t, "reward_parse_failure": p}}) for t, p in flags)
     )
+    # the dataset row and the engine's one non-tensor input, as the agent loop stores them
+    store["reward_model"] = NonTensorStack(*(NonTensorData({"ground_truth": str(i)}) for i in range(len(flags))))
+    store["multi_modal_inputs"] = NonTensorStack(*(NonTensorData({}) for _ in flags))
     return raw, store
 
 
@@ -141,7 +154,7 @@ def patched(monkeypatch, tmp_path):
     sent = []
 
     def update_actor(self, batch, metrics):
-        sent.append(dict(batch.extra_info))
+        sent.append(dict(batch.extra_info, fields=list(batch.fields)))
         metrics.update({"actor/entropy/siren_term": 0.5, "actor/pg_loss": -0.1})
         return batch
 
@@ -214,6 +227,9 @@ def test_one_read_observes_the_real_rows_and_writes_every_row(patched, tmp_path)
 
     # the scalars and the nucleus request went to the workers with the batch, and left with it
     (sent,) = patched.sent
+    non_tensor = ("uid", "extra_fields", "reward_model")
+    assert sorted(sent.pop("fields")) == sorted(k for k in queue.store.keys() if k not in non_tensor)
+    assert "multi_modal_inputs" in out.fields and "uid" in out.fields  # the batch names every field again
     assert sent[SIREN_STEP_KEY] == SCALARS
     assert sent[SIREN_ENTROPY_KEY] == {"top_p": trainer.entropy_spec.config.top_p,
                                        "boundary": trainer.entropy_spec.config.boundary,
@@ -250,3 +266,35 @@ def test_a_batch_without_entropy(patched, tmp_path):
     plain = _trainer(tmp_path, "none")
     plain._update_actor(_batch(without), {})  # nothing to observe: verl's update alone
     assert patched.queue.reads == [] and patched.queue.writes == [] and len(patched.sent) == 1
+
+
+@pytest.mark.parametrize("stage", ["_compute_old_log_prob", "_compute_ref_log_prob", "_update_actor"])
+def test_the_workers_are_sent_the_tensor_fields_only(patched, monkeypatch, tmp_path, stage):
+    """Every worker call of a step names the batch's tensor fields and `multi_modal_inputs` (the one
+    non-tensor field verl's engine reads), not the dataset row or the agent loop's records; the
+    batch names what it named before once the call returns, also when the call fails."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    trainer = _trainer(tmp_path, "none")
+    named = list(patched.queue.store.keys())
+    sent, batches = [], []
+
+    def worker_call(self, batch, metrics):
+        sent.append(sorted(batch.fields))
+        batches.append(batch)
+        if len(sent) == 2:
+            raise RuntimeError("worker died")
+        return batch
+
+    monkeypatch.setattr(PPOTrainer, stage, worker_call)
+    out = getattr(trainer, stage)(_batch(list(named)), {})
+    tensors = sorted(k for k in named if k not in ("uid", "extra_fields", "reward_model"))
+    assert "multi_modal_inputs" in tensors and sent == [tensors]
+    assert out is batches[0] and set(named) <= set(out.fields)  # it names every field again
+    with pytest.raises(RuntimeError, match="worker died"):
+        getattr(trainer, stage)(_batch(list(named)), {})
+    assert sent[1] == tensors and set(named) <= set(batches[1].fields)
+    if stage != "_update_actor":  # (there the step's own write names every stored field)
+        sent.clear()
+        getattr(trainer, stage)(_batch(["responses", "uid", "entropy"]), {})
+        assert sent == [["entropy", "responses"]]  # a batch that names a subset is sent no more
