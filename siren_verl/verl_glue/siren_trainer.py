@@ -9,8 +9,8 @@
   `set_loss_fn` when the method adds a regulariser;
 * `_compute_old_log_prob`: asks the engine for nucleus entropies when the method uses them;
 * `_compute_old_log_prob`, `_compute_ref_log_prob`, `_update_actor`: the workers are sent the
-  batch's tensor fields only (`worker_fields`), not the per-row dataset and agent-loop records no
-  worker reads;
+  batch's tensor fields (and a multi-modal model's inputs) only (`worker_fields`), not the per-row
+  dataset and agent-loop records no worker reads;
 * `_update_actor` (after advantages), one training step in three parts: FETCH the global batch's
   fields from TransferQueue in one read (entropies, advantages, rewards, uids, and what the other
   parts need: `step_fields`); OBSERVE: `EntropyController.observe` on the real rows, the
@@ -199,28 +199,31 @@ def step_writes(values: StepValues, fetched: FetchedStep, rows: int) -> dict[str
 # reward_model, extra_info, ...; the agent loop's records: extra_fields, metrics, num_turns, ...) are
 # read by no actor or reference worker, yet each costs a TransferQueue read and a TensorDict.to per
 # micro-batch: a third of the CPU actor's time on cpu_testbed (docs/benchmarks.md). The one
-# non-tensor field verl's engine reads (FSDPEngineWithLMHead.prepare_model_inputs) is kept.
-WORKER_NON_TENSOR_FIELDS = ("multi_modal_inputs",)
+# non-tensor field verl's engine reads (FSDPEngineWithLMHead.prepare_model_inputs) is sent for a
+# multi-modal model; for a text model the agent loop stores an empty dict in every row
+# (AgentLoopWorker._compute_multi_modal_inputs without a processor), which the engine turns into no
+# model input, exactly as when the field is absent.
+MULTI_MODAL_FIELD = "multi_modal_inputs"
 
 
-def worker_fields(field_schema: dict[str, dict], fields: list[str] | None = None) -> list[str]:
+def worker_fields(field_schema: dict[str, dict], fields: list[str] | None = None, multi_modal: bool = True) -> list[str]:
     """The fields the actor/reference workers are sent, from TransferQueue's field schema
-    (`BatchMeta.field_schema`: name -> {is_non_tensor, ...}): every tensor field and
-    `WORKER_NON_TENSOR_FIELDS`, within `fields` when the batch names some."""
+    (`BatchMeta.field_schema`: name -> {is_non_tensor, ...}): every tensor field, and
+    `multi_modal_inputs` for a `multi_modal` model; within `fields` when the batch names some."""
     return [
         name
         for name, meta in field_schema.items()
-        if (not meta.get("is_non_tensor", False) or name in WORKER_NON_TENSOR_FIELDS)
+        if (not meta.get("is_non_tensor", False) or (multi_modal and name == MULTI_MODAL_FIELD))
         and (fields is None or name in fields)
     ]
 
 
 @contextmanager
-def sending_worker_fields(batch):
+def sending_worker_fields(batch, multi_modal: bool):
     """`batch.fields` narrowed to `worker_fields` for the worker call inside, restored after."""
     schema = tq.get_client().kv_retrieve_meta(keys=batch.keys, partition_id=batch.partition_id).field_schema
     every = batch.fields
-    batch.fields = worker_fields(schema, every)
+    batch.fields = worker_fields(schema, every, multi_modal)
     try:
         yield batch
     finally:
@@ -322,13 +325,13 @@ class SirenPPOTrainerSync(PPOTrainerSync):
     def _compute_old_log_prob(self, batch, metrics):
         if self.entropy_spec.needs_nucleus:
             batch.extra_info[SIREN_ENTROPY_KEY] = nucleus_request(self.entropy_spec)
-        with sending_worker_fields(batch):
+        with sending_worker_fields(batch, self.processor is not None):
             batch = super()._compute_old_log_prob(batch, metrics)
         batch.extra_info.pop(SIREN_ENTROPY_KEY, None)
         return batch
 
     def _compute_ref_log_prob(self, batch, metrics):
-        with sending_worker_fields(batch):
+        with sending_worker_fields(batch, self.processor is not None):
             return super()._compute_ref_log_prob(batch, metrics)
 
     # ---- one training step: fetch -> observe -> write (after verl computed the advantages) ------
@@ -345,7 +348,7 @@ class SirenPPOTrainerSync(PPOTrainerSync):
         if spec.needs_loss and spec.needs_nucleus:
             batch.extra_info[SIREN_ENTROPY_KEY] = nucleus_request(spec)
         actor_metrics = {}
-        with sending_worker_fields(batch):
+        with sending_worker_fields(batch, self.processor is not None):
             batch = super()._update_actor(batch, actor_metrics)
         for key, value in actor_metrics.items():
             # the loss logs docs/methods.md §8 names; verl prefixes every update metric with "actor/"

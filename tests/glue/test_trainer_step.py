@@ -135,6 +135,7 @@ def _trainer(tmp_path, method, every_n_steps=1):
     trainer.global_steps = 3
     trainer.steps_per_epoch = 2
     trainer.tokenizer = types.SimpleNamespace(decode=lambda ids: " ".join(f"t{i}" for i in ids))
+    trainer.processor = None  # a text model
     trainer.config = OmegaConf.create({"trainer": {"project_name": "p", "experiment_name": "e"}})
     return trainer
 
@@ -227,7 +228,7 @@ def test_one_read_observes_the_real_rows_and_writes_every_row(patched, tmp_path)
 
     # the scalars and the nucleus request went to the workers with the batch, and left with it
     (sent,) = patched.sent
-    non_tensor = ("uid", "extra_fields", "reward_model")
+    non_tensor = ("uid", "extra_fields", "reward_model", "multi_modal_inputs")  # (a text model)
     assert sorted(sent.pop("fields")) == sorted(k for k in queue.store.keys() if k not in non_tensor)
     assert "multi_modal_inputs" in out.fields and "uid" in out.fields  # the batch names every field again
     assert sent[SIREN_STEP_KEY] == SCALARS
@@ -268,14 +269,17 @@ def test_a_batch_without_entropy(patched, tmp_path):
     assert patched.queue.reads == [] and patched.queue.writes == [] and len(patched.sent) == 1
 
 
+@pytest.mark.parametrize("multi_modal", [False, True])
 @pytest.mark.parametrize("stage", ["_compute_old_log_prob", "_compute_ref_log_prob", "_update_actor"])
-def test_the_workers_are_sent_the_tensor_fields_only(patched, monkeypatch, tmp_path, stage):
-    """Every worker call of a step names the batch's tensor fields and `multi_modal_inputs` (the one
-    non-tensor field verl's engine reads), not the dataset row or the agent loop's records; the
-    batch names what it named before once the call returns, also when the call fails."""
+def test_the_workers_are_sent_the_tensor_fields_only(patched, monkeypatch, tmp_path, stage, multi_modal):
+    """Every worker call of a step names the batch's tensor fields, and `multi_modal_inputs` (the one
+    non-tensor field verl's engine reads) for a model with a processor, not the dataset row or the
+    agent loop's records; the batch names what it named before once the call returns, also when the
+    call fails."""
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
     trainer = _trainer(tmp_path, "none")
+    trainer.processor = object() if multi_modal else None
     named = list(patched.queue.store.keys())
     sent, batches = [], []
 
@@ -288,12 +292,13 @@ def test_the_workers_are_sent_the_tensor_fields_only(patched, monkeypatch, tmp_p
 
     monkeypatch.setattr(PPOTrainer, stage, worker_call)
     out = getattr(trainer, stage)(_batch(list(named)), {})
-    tensors = sorted(k for k in named if k not in ("uid", "extra_fields", "reward_model"))
-    assert "multi_modal_inputs" in tensors and sent == [tensors]
+    dropped = {"uid", "extra_fields", "reward_model"} | (set() if multi_modal else {"multi_modal_inputs"})
+    expected = sorted(k for k in named if k not in dropped)
+    assert sent == [expected] and ("multi_modal_inputs" in expected) == multi_modal
     assert out is batches[0] and set(named) <= set(out.fields)  # it names every field again
     with pytest.raises(RuntimeError, match="worker died"):
         getattr(trainer, stage)(_batch(list(named)), {})
-    assert sent[1] == tensors and set(named) <= set(batches[1].fields)
+    assert sent[1] == expected and set(named) <= set(batches[1].fields)
     if stage != "_update_actor":  # (there the step's own write names every stored field)
         sent.clear()
         getattr(trainer, stage)(_batch(["responses", "uid", "entropy"]), {})

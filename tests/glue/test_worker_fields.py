@@ -1,7 +1,8 @@
-"""The trainer sends verl's actor/reference workers only a batch's tensor fields and
-`multi_modal_inputs` (`siren_trainer.worker_fields`): verl's real TrainingWorker computes exactly the
-same log-probs, entropies, update metrics and updated weights from those fields as from every field
-the agent loop stores (the dataset row and the agent loop's records included).
+"""The trainer sends verl's actor/reference workers only a batch's tensor fields (and
+`multi_modal_inputs` for a model with a processor; a text model's rows hold an empty dict there)
+(`siren_trainer.worker_fields`): verl's real TrainingWorker computes exactly the same log-probs,
+entropies, update metrics and updated weights from those fields as from every field the agent loop
+stores (the dataset row and the agent loop's records included).
 
 Which fields a step sends, and that the batch names every field again afterwards, is checked on the
 step itself in test_trainer_step.py.
@@ -45,13 +46,14 @@ def _stored_rows(batch):
     return td
 
 
-def _sent_rows(rows):
+def _sent_rows(rows, multi_modal=False):
     from transfer_queue.metadata import extract_field_schema
 
     from siren_verl.verl_glue.siren_trainer import worker_fields
 
-    kept = worker_fields(extract_field_schema(rows))
-    assert "multi_modal_inputs" in kept and not set(kept) & (set(RECORDS) - {"multi_modal_inputs"})
+    kept = worker_fields(extract_field_schema(rows), multi_modal=multi_modal)
+    assert not set(kept) & (set(RECORDS) - {"multi_modal_inputs"})
+    assert ("multi_modal_inputs" in kept) == multi_modal
     assert {"input_ids", "position_ids", "responses", "response_mask", "advantages"} <= set(kept)
     return rows.select(*kept)
 
@@ -71,13 +73,14 @@ def two_actors(tiny_model_dir, dist_env):
     return [build_actor(tiny_model_dir, mini_batch_size=8, micro_batch_size=4) for _ in range(2)]
 
 
-def test_log_probs_and_entropy_equal_with_the_fields_sent(two_actors):
+@pytest.mark.parametrize("multi_modal", [False, True])
+def test_log_probs_and_entropy_equal_with_the_fields_sent(two_actors, multi_modal):
     actor = two_actors[0]
     batch = make_rollout_batch(batch_size=8, response_len=7, seed=21)
     rows = _stored_rows(batch)
     meta = dict(calculate_entropy=True, compute_loss=False, temperature=1.0)
     full = actor.worker.infer_batch(_with_meta(rows, **meta))
-    sent = actor.worker.infer_batch(_with_meta(_sent_rows(rows), **meta))
+    sent = actor.worker.infer_batch(_with_meta(_sent_rows(rows, multi_modal), **meta))
     for key in ("log_probs", "entropy"):
         a, b = full[key], sent[key]
         assert a.is_nested and torch.equal(a.values(), b.values()) and torch.equal(a.offsets(), b.offsets()), key
