@@ -10,7 +10,7 @@ candidate / baseline of the mean over the steps after the first (step 1 also pay
 Ratios only: both runs share the machine's state, absolute seconds depend on it.
 
 Default step: the one issue 20 names, 64 prompts x 8 responses of up to 20 tokens
-(`cpu_learn` with data.max_response_length=20; `--preset cpu_testbed` once that preset exists).
+(`cpu_learn` with data.max_response_length=20; `--preset cpu_testbed` times the testbed's step at that length).
 
     .venv/bin/python scripts/bench/step_time.py [--steps 4] [--preset cpu_learn] \\
         [--override KEY=VALUE ...] [--baseline KEY=VALUE ...] [--markdown]
