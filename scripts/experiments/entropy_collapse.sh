@@ -23,7 +23,8 @@
 #
 # Environment (defaults in brackets):
 #   STEPS [16]             training steps per run
-#   SEEDS ["1 2 3"]        seed s sets the data order, the rollout sampling and the mini-batch shuffle
+#   SEEDS ["1 2 3"]        seed s sets the data order, the rollout sampling, the mini-batch shuffle and
+#                          the actor worker's generators (Clip-Cov's draw; cpu_base: fsdp_config.seed=data.seed)
 #   METHODS ["grpo naive siren aer par clip_cov"]
 #   NAIVE_COEF [0.05]      β of `naive`
 #   VAL_N [32]             responses per held-out problem at each validation (k = 1, 2, 4, ... VAL_N)
@@ -114,7 +115,8 @@ run_overrides() {
         "entropy_control.method=$method"
         "trainer.total_training_steps=$STEPS"
         "trainer.experiment_name=$name"
-        # seeds: prompt order, rollout sampling, PPO mini-batch shuffling (the base policy is fixed)
+        # seeds: prompt order, rollout sampling, PPO mini-batch shuffling (the base policy is fixed);
+        # data.seed also seeds the actor worker's generators (cpu_base.yaml: fsdp_config.seed)
         "data.seed=$seed"
         "actor_rollout_ref.rollout.seed=$seed"
         "actor_rollout_ref.actor.data_loader_seed=$seed"

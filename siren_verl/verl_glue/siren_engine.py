@@ -51,6 +51,7 @@ from verl.workers.engine.base import EngineRegistry
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDPEngineWithValueHead
 
 from siren_verl.entropy import nucleus_entropy, nucleus_stats
+from siren_verl.verl_glue import jagged_rows
 from siren_verl.verl_glue.cpu_platform import PLATFORM_NAME, refuse_ulysses_on_cpu
 from siren_verl.verl_glue.engine import NUCLEUS_ENTROPY, NUCLEUS_SIZE, SIREN_ENTROPY_KEY
 
@@ -185,7 +186,10 @@ def _register_once(model_type: str, engine_cls: type, device: str, vendor: str |
 def register() -> None:
     """Register the engines with verl (idempotent): for device `cpu` (verl registers its FSDP engines
     for cuda and npu only) siren-verl's LM engine and verl's value-model engine; vendor-keyed for
-    cuda/nvidia, cuda/amd and npu/huawei siren-verl's LM engine."""
+    cuda/nvidia, cuda/amd and npu/huawei siren-verl's LM engine. Also points verl's batch row
+    selection / chunking at `jagged_rows` (same results, without unbinding jagged fields row by row)
+    in this process, the one that runs an engine."""
+    jagged_rows.install()
     _register_once("language_model", SirenFSDPEngineWithLMHead, PLATFORM_NAME)
     _register_once("value_model", FSDPEngineWithValueHead, PLATFORM_NAME)
     for device, vendor in VENDOR_KEYS:

@@ -188,6 +188,9 @@ def test_every_methods_overrides_compose_into_a_valid_config(tmp_path):
         assert config.actor_rollout_ref.rollout.val_kwargs.n == 32
         assert config.reward.custom_reward_function.path.endswith("siren_verl.testbed.reward")
         assert method_spec_from_config(config) is not None
+        # the actor worker's generators (Clip-Cov's torch.randperm) are seeded by the run's seed
+        engine = config.actor_rollout_ref.actor.fsdp_config
+        assert engine.full_determinism and engine.seed == int(value(ov, "data.seed")) == 2
         if config.entropy_control.method == "naive":
             assert config.entropy_control.coef == pytest.approx(0.05)
 
