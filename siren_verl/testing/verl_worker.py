@@ -54,9 +54,13 @@ def build_actor(
     strategy: str = "fsdp2",
     policy_loss: dict | None = None,
     use_fused_kernels: bool = False,
+    full_determinism: bool = False,
+    seed: int = 42,
 ) -> ActorHandle:
     """A TrainingWorker with float32 parameters and no mixed precision (numbers comparable to an
-    independent float32 computation), optimizer SGD-like defaults of verl's AdamW config."""
+    independent float32 computation), optimizer SGD-like defaults of verl's AdamW config.
+    `full_determinism` / `seed`: verl's engine settings that seed the process's torch generators
+    when the engine is built (what the CPU presets set)."""
     import verl  # noqa: F401  (loads the siren_verl plugin: cpu platform, engines)
     from verl.workers.config import (
         FSDPActorConfig,
@@ -82,6 +86,8 @@ def build_actor(
         dtype="float32",
         model_dtype="fp32",
         mixed_precision={"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"},
+        full_determinism=full_determinism,
+        seed=seed,
     )
     actor_config = FSDPActorConfig(
         strategy=strategy,
