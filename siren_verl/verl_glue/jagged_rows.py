@@ -28,7 +28,14 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDict
 
-__all__ = ["chunk_rows", "chunk_tensordict", "index_select_tensor_dict", "install", "is_plain_jagged", "select_rows"]
+__all__ = [
+    "chunk_rows",
+    "chunk_tensordict",
+    "index_select_tensor_dict",
+    "install",
+    "is_plain_jagged",
+    "select_rows",
+]
 
 
 def is_plain_jagged(value) -> bool:
@@ -69,7 +76,10 @@ def chunk_rows(nt: torch.Tensor, chunks: int) -> list[torch.Tensor]:
     offsets = nt.offsets()
     size = (offsets.numel() - 1) // chunks
     rows = nt.values().split(offsets.diff().tolist())
-    return [torch.nested.as_nested_tensor(list(rows[i * size : (i + 1) * size]), layout=torch.jagged) for i in range(chunks)]
+    return [
+        torch.nested.as_nested_tensor(list(rows[i * size : (i + 1) * size]), layout=torch.jagged)
+        for i in range(chunks)
+    ]
 
 
 _verl_index_select = None
@@ -94,7 +104,9 @@ def index_select_tensor_dict(batch: TensorDict, indices):
     rest = verl_fn(batch.exclude(*fast), index)
     picked = {k: select_rows(batch[k], index.to(batch[k].device)) for k in fast}
     fields = dict(rest.items())
-    return TensorDict({k: picked[k] if k in picked else fields[k] for k in batch.keys()}, batch_size=rest.batch_size)
+    return TensorDict(
+        {k: picked[k] if k in picked else fields[k] for k in batch.keys()}, batch_size=rest.batch_size
+    )
 
 
 def chunk_tensordict(td: TensorDict, chunks: int) -> list[TensorDict]:
