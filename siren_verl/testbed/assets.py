@@ -168,14 +168,44 @@ def ensure_testbed_assets(toy_dir: str | None = None, *, rebuild: bool = False, 
     return paths
 
 
+def _differences(have, wanted, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two settings dicts (missing on either side included)."""
+    if isinstance(have, dict) and isinstance(wanted, dict):
+        out = []
+        for key in sorted(set(have) | set(wanted), key=str):
+            out += _differences(have.get(key), wanted.get(key), f"{prefix}{key}.")
+        return out
+    return [] if have == wanted else [f"{prefix[:-1]} {have!r} (current: {wanted!r})"]
+
+
+def stale_build_notice(paths: TestbedPaths) -> str | None:
+    """A note for a complete build made with other settings than this version's default build (and
+    not a `--tiny` one): its base policy is not the one docs/experiments.md measured, so its runs
+    differ from the documented ones. None when the build matches."""
+    try:
+        have = json.loads(json.dumps(paths.meta().get("settings")))
+    except (OSError, ValueError, AttributeError) as e:
+        have = f"unreadable testbed.json: {e}"
+    default = json.loads(json.dumps(_settings(WarmStartSpec(), TRAIN_PROBLEMS, VAL_PER_K)))
+    tiny = json.loads(json.dumps(_settings(TINY_SPEC, **TINY_SIZES)))
+    if have in (default, tiny):
+        return None
+    return (
+        f"siren_testbed: {paths.root} was built with other settings than this siren-verl builds "
+        f"({'; '.join(_differences(have, default))}); its base policy is not the one docs/experiments.md "
+        f"reports. Rebuild it: python -m siren_verl.testbed --rebuild --dir {os.path.dirname(paths.root)}"
+    )
+
+
 def prepare_config(config) -> TestbedPaths | None:
     """Driver-side hook for configs with a `siren_testbed` group (the `cpu_testbed` preset).
 
     Builds the testbed assets if missing and pins `siren_testbed.dir` to an absolute path, so the
     model and data paths that interpolate it mean the same folder in every Ray process. A complete
-    existing build is used whatever its settings (e.g. a `--tiny` one made for a test); a missing one
-    is built with the defaults. A config without `siren_testbed` (or with `siren_testbed.build=false`)
-    is left alone."""
+    existing build is used whatever its settings (e.g. a `--tiny` one made for a test), with a printed
+    warning when those are neither the default nor the tiny build's (`stale_build_notice`); a missing
+    one is built with the defaults. A config without `siren_testbed` (or with
+    `siren_testbed.build=false`) is left alone."""
     from omegaconf import open_dict
 
     tb = config.get("siren_testbed") if hasattr(config, "get") else None
@@ -184,10 +214,12 @@ def prepare_config(config) -> TestbedPaths | None:
     paths = testbed_paths(tb.get("dir"))
     if not paths.complete():  # an existing build is used as it is (its settings are in testbed.json)
         paths = ensure_testbed_assets(tb.get("dir"), log=print)
+    elif notice := stale_build_notice(paths):
+        print(f"[siren-verl] WARNING {notice}", flush=True)
     with open_dict(config):
         config.siren_testbed.dir = os.path.dirname(paths.root)
     return paths
 
 
 __all__ = ["BUILD_VERSION", "TeacherMix", "TestbedPaths", "WarmStartSpec", "ensure_testbed_assets",
-           "prepare_config", "testbed_paths", "val_source"]
+           "prepare_config", "stale_build_notice", "testbed_paths", "val_source"]

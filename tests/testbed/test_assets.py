@@ -132,6 +132,37 @@ def test_preset_composes_and_the_hook_pins_the_dir(tiny_dir, monkeypatch):
         assert json.load(f)["settings"]["build_version"] == BUILD_VERSION
 
 
+def test_a_build_with_other_settings_is_used_with_a_warning(tiny_dir, tmp_path, capsys):
+    """A cached build made by an earlier builder (here: its settings lack a key the current spec has,
+    as the builds before the one-thread warm start did) is still used by training, with a warning that
+    names what differs and how to rebuild; the tiny build (tests) and a default build pass silently."""
+    import shutil
+
+    from siren_verl.testbed.assets import WarmStartSpec as Spec
+    from siren_verl.testbed.assets import _settings, stale_build_notice
+
+    assert stale_build_notice(paths_of(tiny_dir)) is None
+    old_dir = tmp_path / "old"
+    shutil.copytree(paths_of(tiny_dir).root, paths_of(str(old_dir)).root)
+    old = paths_of(str(old_dir))
+    meta = old.meta()
+    meta["settings"] = _settings(Spec(), 20000, 32)  # the default build ...
+    with open(old.meta_file, "w") as f:
+        json.dump(meta, f)
+    assert stale_build_notice(old) is None
+    del meta["settings"]["spec"]["torch_threads"]  # ... made before torch_threads existed
+    with open(old.meta_file, "w") as f:
+        json.dump(meta, f)
+    notice = stale_build_notice(old)
+    assert "spec.torch_threads None (current: 1)" in notice and f"--rebuild --dir {old_dir}" in notice
+
+    from siren_verl.verl_glue.launch import compose_config
+
+    config = compose_config([f"siren_testbed.dir={old_dir}"], config_name="cpu_testbed")
+    assert prepare_config(config) == old  # used as it is
+    assert "WARNING siren_testbed:" in capsys.readouterr().out
+
+
 def test_preset_points_at_the_current_build_version():
     import re
 
