@@ -12,7 +12,8 @@ tensor per row and building a new nested tensor from the list:
 `NestedTensor.unbind` runs a Python check per row (`torch._check`, for torch.compile's symbolic
 shapes), so on the CPU testbed these two helpers took about a quarter of the training worker's
 Python time (py-spy, docs/benchmarks.md). The functions below produce the same nested tensors from
-one gather (`select_rows`) or one slice (`chunk_rows`) of `values`: equal values, dtype, offsets and
+one gather of `values` (`select_rows`) or one split of it (`chunk_rows`, then verl's own construction
+of each chunk): equal values, dtype, offsets and
 cached min/max sequence lengths, and a buffer of their own (never a view of the input batch), as
 verl's path gives. `tests/glue/test_jagged_rows.py` checks them against verl's functions.
 
