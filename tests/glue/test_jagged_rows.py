@@ -15,8 +15,9 @@ from verl.utils import tensordict_utils as tu  # noqa: E402
 
 from siren_verl.verl_glue import jagged_rows  # noqa: E402
 
-VERL_SELECT = tu.index_select_tensor_dict
-VERL_CHUNK = tu.chunk_tensordict
+# verl's own functions, also when another test of this process has already installed the wrappers
+VERL_SELECT, VERL_CHUNK = jagged_rows._originals()
+assert VERL_SELECT.__module__ == VERL_CHUNK.__module__ == "verl.utils.tensordict_utils"
 
 
 def make_batch(lengths, seed=0, with_3d=False):
